@@ -1,0 +1,100 @@
+"""``p2p-offers``: grape, node and start-all. All flags live here, so one file shows the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from p2p_offers.grape.config import GrapeConfig
+from p2p_offers.node.config import NodeConfig
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def _bootstrap_list(text: str) -> tuple[tuple[str, int], ...]:
+    return tuple(_host_port(item) for item in text.split(",") if item.strip())
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p2p-offers", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("P2P_OFFERS_LOG", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    grape = sub.add_parser("grape", help="run a DHT node with the Grape HTTP API")
+    grape.add_argument("--dp", type=_port, required=True, help="DHT UDP port")
+    grape.add_argument("--aph", type=_port, required=True, help="Grape HTTP API port")
+    grape.add_argument("--bn", type=_bootstrap_list, default=(), help="bootstrap host:port,...")
+    grape.add_argument("-b", "--bind", default="127.0.0.1", help="address to bind")
+    grape.add_argument("--dpa", type=int, default=120_000, help="announcement lifetime, ms")
+    grape.add_argument("--check_maxPayloadSize", type=int, default=8192, dest="max_payload")
+    grape.add_argument("--rpc-timeout", type=float, default=0.25, help="DHT RPC timeout, s")
+
+    node = sub.add_parser("node", help="run an exchange node")
+    node.add_argument("--port", type=_port, required=True)
+    node.add_argument("--grape", required=True, help="URL of this node's grape API")
+    node.add_argument("--data-dir", type=Path, required=True)
+    node.add_argument("--host", default="127.0.0.1", help="address the REST API binds to")
+    node.add_argument("--announce-host", default=None, help="address peers should dial")
+    node.add_argument("--api-token", default=os.environ.get("P2P_OFFERS_API_TOKEN"))
+    node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
+    node.add_argument("--announce-interval", type=float, default=30.0)
+    node.add_argument("--sync-interval", type=float, default=15.0)
+
+    start = sub.add_parser("start-all", help="a whole local network in the foreground")
+    start.add_argument("--grapes", type=int, default=3)
+    start.add_argument("--nodes", type=int, default=3)
+    start.add_argument("--data-dir", type=Path, default=Path("data"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    if args.command == "grape":
+        from p2p_offers.grape.server import run
+
+        return run(
+            GrapeConfig(
+                dht_port=args.dp,
+                api_port=args.aph,
+                bootstrap=args.bn,
+                host=args.bind,
+                announce_ttl_ms=args.dpa,
+                max_payload=args.max_payload,
+                rpc_timeout=args.rpc_timeout,
+            )
+        )
+    if args.command == "node":
+        from p2p_offers.node.app import serve
+
+        return serve(
+            NodeConfig(
+                port=args.port,
+                grape=args.grape,
+                data_dir=args.data_dir,
+                host=args.host,
+                announce_host=args.announce_host,
+                api_token=args.api_token,
+                offer_ttl_s=args.offer_ttl,
+                announce_interval_s=args.announce_interval,
+                sync_interval_s=args.sync_interval,
+            )
+        )
+    from p2p_offers.cluster import start_all
+
+    return start_all(args.grapes, args.nodes, args.data_dir)

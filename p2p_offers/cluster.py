@@ -1,0 +1,284 @@
+"""Start, watch and stop grapes and nodes as real subprocesses.
+
+One piece of code serves ``p2p-offers start-all``, the integration tests and the
+benchmarks, so all three exercise the network exactly the way a user runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import requests
+
+GRAPE_DHT_BASE = 20001
+GRAPE_API_BASE = 30001
+NODE_BASE = 4000
+
+
+class StartError(RuntimeError):
+    """A process exited or never became ready; the message carries its log tail."""
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    url: str
+    kind: str  # "grape" or "node"
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free for both TCP and UDP, distinct from each other."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        port = free_port(socket.SOCK_STREAM, host)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind((host, port))
+        except OSError:
+            continue
+        ports.add(port)
+    return sorted(ports)
+
+
+class Cluster:
+    """A set of processes started together and torn down together (also a context manager)."""
+
+    def __init__(self, workdir: Path, python: str = sys.executable) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.python = python
+        self.procs: list[Proc] = []
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    # -- spawning ----------------------------------------------------------------------
+
+    def grape(
+        self,
+        dht_port: int,
+        api_port: int,
+        bootstrap: Sequence[int] = (),
+        extra: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> Proc:
+        argv = ["grape", "--dp", str(dht_port), "--aph", str(api_port), "-b", host]
+        if bootstrap:
+            argv += ["--bn", ",".join(f"{host}:{p}" for p in bootstrap)]
+        return self.spawn(
+            f"grape-{api_port}", "grape", argv + list(extra), f"http://{host}:{api_port}"
+        )
+
+    def node(
+        self,
+        port: int,
+        grape_url: str,
+        data_dir: Path | None = None,
+        extra: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> Proc:
+        data_dir = data_dir or self.workdir / f"node-{port}"
+        argv = ["node", "--port", str(port), "--grape", grape_url, "--data-dir", str(data_dir)]
+        argv += ["--host", host, *extra]
+        return self.spawn(f"node-{port}", "node", argv, f"http://{host}:{port}")
+
+    def spawn(self, name: str, kind: str, args: list[str], url: str) -> Proc:
+        log_path = self.workdir / f"{name}.log"
+        proc = Proc(name, [self.python, "-m", "p2p_offers", *args], url, kind, log_path)
+        self.procs.append(proc)
+        self.start(proc)
+        return proc
+
+    def start(self, proc: Proc) -> None:
+        """(Re)start a process under the same name, argv and log."""
+        proc._log = open(proc.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc.popen = subprocess.Popen(
+            proc.argv, stdout=proc._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    # -- readiness -----------------------------------------------------------------------
+
+    def wait_ready(self, procs: Sequence[Proc] | None = None, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(procs if procs is not None else self.procs)
+        session = requests.Session()
+        while pending:
+            for proc in list(pending):
+                if not proc.alive:
+                    raise StartError(f"{proc.name} exited:\n{proc.log_tail()}")
+                if is_ready(proc, session):
+                    pending.remove(proc)
+            if pending and time.monotonic() > deadline:
+                tails = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in pending)
+                raise StartError(
+                    f"not ready after {timeout}s: {[p.name for p in pending]}\n{tails}"
+                )
+            if pending:
+                time.sleep(0.05)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if proc.popen is None:
+            return None
+        if proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, sig)
+            try:
+                proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+        if proc._log is not None:
+            proc._log.close()
+            proc._log = None
+        return proc.popen.returncode
+
+    def kill(self, proc: Proc) -> None:
+        self.stop(proc, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        # Nodes first, so none of them logs errors about grapes vanishing under it.
+        for proc in sorted(self.procs, key=lambda p: p.kind != "node"):
+            self.stop(proc)
+
+
+def is_ready(proc: Proc, session: requests.Session | None = None) -> bool:
+    http = session or requests
+    try:
+        if proc.kind == "grape":
+            resp = http.post(
+                f"{proc.url}/lookup", json={"rid": "ready", "data": "ready"}, timeout=1
+            )
+        else:
+            resp = http.get(f"{proc.url}/health", timeout=1)
+    except requests.RequestException:
+        return False
+    return resp.status_code == 200
+
+
+def local_network(
+    cluster: Cluster,
+    grapes: int,
+    nodes: int,
+    dht_ports: Sequence[int],
+    api_ports: Sequence[int],
+    node_ports: Sequence[int],
+    data_root: Path,
+    node_extra: Sequence[str] = (),
+    grape_extra: Sequence[str] = (),
+) -> tuple[list[Proc], list[Proc]]:
+    """Grapes bootstrapped to each other, then node i on grape i (mod the grape count)."""
+    grape_procs = [
+        cluster.grape(
+            dht_ports[i],
+            api_ports[i],
+            [p for p in dht_ports[:grapes] if p != dht_ports[i]],
+            grape_extra,
+        )
+        for i in range(grapes)
+    ]
+    cluster.wait_ready(grape_procs)
+    node_procs = [
+        cluster.node(
+            node_ports[i],
+            grape_procs[i % grapes].url,
+            data_root / f"node-{node_ports[i]}",
+            node_extra,
+        )
+        for i in range(nodes)
+    ]
+    cluster.wait_ready(node_procs)
+    return grape_procs, node_procs
+
+
+def start_all(grapes: int = 3, nodes: int = 3, data_root: Path = Path("data")) -> int:
+    """The foreground network of ``make start-all``; Ctrl-C (or SIGTERM) stops every process."""
+    if grapes < 1:
+        raise SystemExit("start-all needs at least one grape")
+    data_root.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("p2p_offers.node.app") is None:  # until the node lands
+        nodes = 0
+    cluster = Cluster(data_root / "logs")
+    stop = _install_stop_handlers()
+    try:
+        grape_procs, node_procs = local_network(
+            cluster,
+            grapes,
+            nodes,
+            [GRAPE_DHT_BASE + i for i in range(grapes)],
+            [GRAPE_API_BASE + i for i in range(grapes)],
+            [NODE_BASE + i for i in range(nodes)],
+            data_root,
+        )
+        _print_table(grape_procs, node_procs, cluster.workdir)
+        while not stop():
+            for proc in cluster.procs:
+                if not proc.alive:
+                    print(f"{proc.name} exited unexpectedly; see {proc.log_path}", file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        return 0
+    except StartError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        print("stopping…", file=sys.stderr)
+        cluster.stop_all()
+
+
+def _install_stop_handlers() -> Callable[[], bool]:
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: object) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: flag["stop"]
+
+
+def _print_table(grape_procs: list[Proc], node_procs: list[Proc], logs: Path) -> None:
+    rows = [("grape", p.name, p.url) for p in grape_procs]
+    rows += [("node", p.name, p.url) for p in node_procs]
+    width = max(len(r[1]) for r in rows)
+    print("\np2p-offers local network is ready:\n")
+    for kind, name, url in rows:
+        print(f"  {kind:<6} {name:<{width}}  {url}")
+    print(f"\n  logs in {logs}/   — Ctrl-C stops everything\n", flush=True)

@@ -1,0 +1,18 @@
+"""Everything a grape is told at start; built by the CLI, by tests and by benchmarks alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GrapeConfig:
+    dht_port: int  # --dp: UDP port of the DHT
+    api_port: int  # --aph: HTTP port of the Grape API
+    bootstrap: tuple[tuple[str, int], ...] = ()  # --bn: other grapes' DHT addresses
+    host: str = "127.0.0.1"  # -b: address both sockets bind to
+    announce_ttl_ms: int = 120_000  # --dpa: how long an announcement lives
+    max_payload: int = 8192  # --check_maxPayloadSize: largest HTTP body accepted
+    rpc_timeout: float = 0.25  # seconds a DHT RPC may take before the contact counts as dead
+    ksize: int = 20
+    alpha: int = 3

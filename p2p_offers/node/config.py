@@ -1,0 +1,20 @@
+"""Everything a node is told at start; built by the CLI and by tests (``create_app(config)``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    port: int
+    grape: str  # base URL of this node's grape, e.g. http://127.0.0.1:30001
+    data_dir: Path
+    host: str = "127.0.0.1"  # address the REST API binds to
+    announce_host: str | None = None  # address peers should dial; None: as the grape sees us
+    api_token: str | None = None  # bearer token for the control endpoints
+    offer_ttl_s: int = 600  # default lifetime of an offer; owners refresh at half-life
+    announce_interval_s: float = 30.0  # re-announce p2p_offers:node and the owner key
+    sync_interval_s: float = 15.0  # anti-entropy pull from peers
+    threads: int = 16  # waitress worker threads
