@@ -1,0 +1,58 @@
+"""Signatures over JSON documents (bids, receipts, ledger entries) and the node's key file.
+
+Every signature is bound to a ``kind`` so that a signature made for one purpose
+(say, a bid) can never be replayed as another (say, a receipt). BEP44 records
+are signed in ``records``, because their bytes are fixed by BEP44.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from p2p_offers.codec import canonical_json
+
+DOMAIN = b"p2p-offers/1/"
+
+
+class SignatureError(ValueError):
+    """The signature does not verify, or the key or signature is malformed."""
+
+
+def _message(kind: str, doc: dict[str, Any]) -> bytes:
+    return DOMAIN + kind.encode() + b"\n" + canonical_json(doc)
+
+
+def sign_doc(key: SigningKey, kind: str, doc: dict[str, Any]) -> str:
+    """Hex signature of ``doc`` (which must not contain its own ``sig``) for ``kind``."""
+    return key.sign(_message(kind, doc)).signature.hex()
+
+
+def verify_doc(public_hex: str, kind: str, doc: dict[str, Any], sig_hex: str) -> None:
+    try:
+        VerifyKey(bytes.fromhex(public_hex)).verify(_message(kind, doc), bytes.fromhex(sig_hex))
+    except (BadSignatureError, ValueError, TypeError):
+        raise SignatureError(f"invalid {kind} signature") from None
+
+
+def public_hex(key: SigningKey) -> str:
+    """A node's identity (``client_id``): its Ed25519 public key in hex."""
+    return bytes(key.verify_key).hex()
+
+
+def load_or_create_key(path: Path) -> SigningKey:
+    """The node's identity survives restarts; the file is created 0600 and never widened."""
+    path = Path(path)
+    if path.exists():
+        seed = bytes.fromhex(path.read_text().strip())
+        return SigningKey(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = SigningKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(bytes(key).hex() + "\n")
+    return key
