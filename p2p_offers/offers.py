@@ -1,0 +1,304 @@
+"""The offer document (SPEC §5) and its lifecycle, as pure values and functions.
+
+An offer version is a frozen ``Offer``; every change (update, cancel, refresh,
+fill) returns a new ``Offer`` and never touches the old one, so the node's
+shell can compute a transition, sign it, make it durable and only then let
+anybody see it. Each version becomes one BEP44 record with ``salt = id`` and
+``seq`` one higher than the version it replaces.
+
+Documents from other nodes are untrusted, so ``parse`` checks every field and
+the relations between fields (a filled offer has a fill, the fill is not larger
+than the offer, a partial fill names its remainder ...). A record that passes
+``SignedOffer.from_record`` is safe to put in a book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from p2p_offers import fields, records
+from p2p_offers.codec import DecodeError, canonical_json, parse_canonical_json
+from p2p_offers.fields import DocError
+from p2p_offers.records import Record
+
+PAIR = "BTC/USD"
+SIDES = ("buy", "sell")
+OPEN, FILLED, CANCELLED = "open", "filled", "cancelled"
+STATUSES = (OPEN, FILLED, CANCELLED)
+FIRST_SEQ = 1
+
+_KEYS = {"id", "pair", "side", "price", "amount", "status", "parent", "priority"}
+_KEYS |= {"created", "expires"}
+_FILL_KEYS = {"bid_id", "amount", "taker", "remainder"}
+
+
+class TransitionError(ValueError):
+    """A change the offer's state does not allow; ``code`` is the API's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    bid_id: str
+    amount: int  # satoshis taken by this fill
+    taker: str  # taker's public key hex
+    remainder: str | None  # id of the open record holding the rest, None for a full fill
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "bid_id": self.bid_id,
+            "amount": self.amount,
+            "taker": self.taker,
+            "remainder": self.remainder,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    id: str
+    side: str
+    price: int  # cents per BTC
+    amount: int  # satoshis this record offers
+    status: str
+    parent: str | None
+    priority: int  # ms of the original placement; remainders keep their parent's
+    created: int
+    expires: int
+    fill: Fill | None = None
+    pair: str = PAIR
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pair": self.pair,
+            "side": self.side,
+            "price": self.price,
+            "amount": self.amount,
+            "status": self.status,
+            "parent": self.parent,
+            "priority": self.priority,
+            "created": self.created,
+            "expires": self.expires,
+            "fill": None if self.fill is None else self.fill.to_doc(),
+        }
+
+    def to_json(self) -> bytes:
+        """The record's ``v``: canonical JSON, the exact bytes the signature covers."""
+        return canonical_json(self.to_doc())
+
+    # -- state ---------------------------------------------------------------------------
+
+    def is_live(self, now_ms: int) -> bool:
+        """Open and not expired: the only offers a book shows and a bid can fill."""
+        return self.status == OPEN and self.expires > now_ms
+
+    def _require_open(self) -> None:
+        if self.status != OPEN:
+            raise TransitionError("offer_not_open", f"offer {self.id} is {self.status}")
+
+    # -- transitions (owner only; each result is the next seq) ----------------------------
+
+    def update(self, now_ms: int, price: int | None = None, amount: int | None = None) -> Offer:
+        """New terms. A better deal for nobody but the owner costs time priority.
+
+        Lowering the amount keeps the offer's place in the queue (it only gives
+        up size); a new price or a larger amount is a new commitment and queues
+        again behind offers already there, as on any exchange.
+        """
+        self._require_open()
+        new_price = self.price if price is None else price
+        new_amount = self.amount if amount is None else amount
+        _check_terms(new_price, new_amount)
+        requeue = new_price != self.price or new_amount > self.amount
+        return replace(
+            self,
+            price=new_price,
+            amount=new_amount,
+            priority=now_ms if requeue else self.priority,
+        )
+
+    def cancel(self) -> Offer:
+        self._require_open()
+        return replace(self, status=CANCELLED)
+
+    def refresh(self, now_ms: int, ttl_ms: int) -> Offer:
+        """Extend the lifetime; owners do this at half-life so live offers never expire."""
+        self._require_open()
+        return replace(self, expires=max(self.expires, now_ms + ttl_ms))
+
+    def fill_with(
+        self, bid_id: str, amount: int, taker: str, now_ms: int, remainder_id: str
+    ) -> tuple[Offer, Offer | None]:
+        """Fill ``amount``: this record becomes filled; a partial fill opens a remainder.
+
+        The remainder is a new record (``remainder_id``, seq 1) with the rest of
+        the amount, ``parent`` = this id and this offer's priority and expiry, so
+        a partial fill neither loses its place in the queue nor extends its life.
+        """
+        self._require_open()
+        if not 0 < amount <= self.amount:
+            raise TransitionError(
+                "insufficient_amount", f"offer {self.id} has {self.amount} sats, bid {amount}"
+            )
+        rest = self.amount - amount
+        remainder = None
+        if rest:
+            remainder = replace(
+                self, id=remainder_id, amount=rest, parent=self.id, created=now_ms, fill=None
+            )
+        filled = replace(
+            self,
+            status=FILLED,
+            fill=Fill(bid_id, amount, taker, remainder_id if rest else None),
+        )
+        return filled, remainder
+
+
+def create(
+    side: str, price: int, amount: int, now_ms: int, ttl_ms: int, id: str | None = None
+) -> Offer:
+    """A new open offer; its priority is its placement time."""
+    if side not in SIDES:
+        raise TransitionError("invalid_side", f"side must be one of {SIDES}")
+    _check_terms(price, amount)
+    if ttl_ms <= 0:
+        raise TransitionError("invalid_ttl", "ttl must be positive")
+    return Offer(
+        id=id or fields.new_id(),
+        side=side,
+        price=price,
+        amount=amount,
+        status=OPEN,
+        parent=None,
+        priority=now_ms,
+        created=now_ms,
+        expires=now_ms + ttl_ms,
+    )
+
+
+def _check_terms(price: int, amount: int) -> None:
+    doc = {"price": price, "amount": amount}
+    try:
+        fields.price(doc)
+        fields.amount(doc)
+    except DocError as exc:
+        raise TransitionError("invalid_terms", str(exc)) from None
+
+
+# -- parsing untrusted documents ----------------------------------------------------------
+
+
+def parse(v: bytes) -> Offer:
+    """Parse a record's ``v``; raise ``DocError`` unless it is a valid offer in canonical form."""
+    try:
+        doc = parse_canonical_json(v)
+    except DecodeError as exc:
+        raise DocError(str(exc)) from None
+    return from_doc(doc)
+
+
+def from_doc(doc: object) -> Offer:
+    d = fields.exact_keys(doc, _KEYS, {"fill"})
+    if d.get("pair") != PAIR:
+        raise DocError(f"pair must be {PAIR}")
+    offer = Offer(
+        id=fields.uuid4(d, "id"),
+        side=fields.choice(d, "side", SIDES),
+        price=fields.price(d),
+        amount=fields.amount(d),
+        status=fields.choice(d, "status", STATUSES),
+        parent=fields.uuid4(d, "parent", nullable=True),
+        priority=fields.millis(d, "priority"),
+        created=fields.millis(d, "created"),
+        expires=fields.millis(d, "expires"),
+        fill=_fill_from_doc(d.get("fill")),
+    )
+    _check_consistent(offer)
+    return offer
+
+
+def _fill_from_doc(doc: object) -> Fill | None:
+    if doc is None:
+        return None
+    d = fields.exact_keys(doc, _FILL_KEYS)
+    return Fill(
+        bid_id=fields.uuid4(d, "bid_id"),
+        amount=fields.amount(d),
+        taker=fields.public_key(d, "taker"),
+        remainder=fields.uuid4(d, "remainder", nullable=True),
+    )
+
+
+def _check_consistent(offer: Offer) -> None:
+    if offer.expires <= offer.created:
+        raise DocError("expires must be after created")
+    if offer.priority > offer.created:
+        raise DocError("priority cannot be later than created")
+    if offer.parent == offer.id:
+        raise DocError("an offer cannot be its own parent")
+    fill = offer.fill
+    if (offer.status == FILLED) != (fill is not None):
+        raise DocError("fill must be set exactly when status is filled")
+    if fill is not None:
+        if fill.amount > offer.amount:
+            raise DocError("fill.amount exceeds amount")
+        if (fill.remainder is None) != (fill.amount == offer.amount):
+            raise DocError("fill.remainder must be set exactly for a partial fill")
+        if fill.remainder == offer.id:
+            raise DocError("an offer cannot be its own remainder")
+
+
+# -- signed versions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOffer:
+    """One offer version as a verified BEP44 record: the unit nodes store and exchange."""
+
+    offer: Offer
+    record: Record
+
+    @property
+    def id(self) -> str:
+        return self.offer.id
+
+    @property
+    def seq(self) -> int:
+        return self.record.seq
+
+    @property
+    def owner(self) -> str:
+        return self.record.k.hex() if self.record.k else ""
+
+    @property
+    def hash(self) -> str:
+        return self.record.hash
+
+    @classmethod
+    def from_record(cls, record: Record, *, verify: bool = True) -> SignedOffer:
+        """Believe a record only if it is a signed, mutable offer addressed by its own id.
+
+        Raises ``RecordError`` (bad signature or sizes) or ``DocError`` (not an offer).
+        """
+        if not record.mutable:
+            raise DocError("an offer must be a mutable record")
+        if verify:
+            record.verify()
+        offer = parse(record.v)
+        if record.salt != offer.id.encode():
+            raise DocError("salt must equal the offer id")
+        return cls(offer, record)
+
+
+def sign(key: SigningKey, offer: Offer, seq: int) -> SignedOffer:
+    """Version ``seq`` of ``offer`` as a record under ``key`` (salt = id)."""
+    return SignedOffer(offer, records.sign(key, offer.to_json(), seq, offer.id.encode()))
