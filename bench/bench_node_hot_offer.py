@@ -1,0 +1,187 @@
+"""Hot offer: 3 taker nodes fire bids at one large offer at concurrency 32 in total.
+
+Why: the owner serializes all bids on one offer chain, so this is the throughput ceiling
+of a popular offer, and the place where an overfill would show. Every bid names the
+ORIGINAL offer id; the owner applies it to the live remainder of the chain (SPEC §6), so
+takers never chase remainder ids. The offer is sized to exactly ``--bids`` bids, so a run
+that outlasts it ends on 409 ``offer_taken`` and proves the last satoshi is sold once.
+
+Reported: accepted bids/s (from the first bid sent to the last receipt), 409s by code,
+other failures, and the overfill: receipts summed against the offer's amount, and the
+owner's own record chain (filled amounts summed along ``fill.remainder``) against the
+receipts, which must agree exactly. Target (issue 3): >= 500 accepted bids/s, 0 overfill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from _common import (
+    base_parser,
+    call,
+    create_offer,
+    emit,
+    expect,
+    http,
+    log,
+    median_of,
+    network,
+    open_offers,
+    wait_for,
+)
+
+from p2p_offers.money import format_btc, parse_btc
+
+TAKERS = 3
+
+
+@dataclass
+class Tally:
+    receipts: list[dict] = field(default_factory=list)
+    conflicts: collections.Counter = field(default_factory=collections.Counter)
+    failures: collections.Counter = field(default_factory=collections.Counter)
+    last_receipt: float = 0.0
+
+
+async def bidder(
+    session: aiohttp.ClientSession,
+    taker: str,
+    offer_id: str,
+    bid_btc: str,
+    deadline: float,
+    tally: Tally,
+) -> None:
+    """Bid until the chain is taken or time is up; in-flight bids always finish."""
+    url = f"{taker}/offers/{offer_id}/bids"
+    while time.perf_counter() < deadline:
+        try:
+            status, body = await call(session, "POST", url, {"amount_btc": bid_btc})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            tally.failures[type(exc).__name__] += 1
+            continue
+        if status == 201:
+            tally.receipts.append(body)
+            tally.last_receipt = time.perf_counter()
+        elif status == 409:
+            code = (body or {}).get("error", {}).get("code", "?")
+            tally.conflicts[code] += 1
+            if code == "offer_taken":
+                return
+        else:
+            tally.failures[str(status)] += 1
+            await asyncio.sleep(0.01)  # do not spin on a failing node
+
+
+async def owner_chain(session: aiohttp.ClientSession, owner_node: str, root: str) -> dict:
+    """Walk the owner's records from the root along fill.remainder; sums what it filled."""
+    filled, records, open_left, offer_id = 0, 0, 0, root
+    while offer_id:
+        record = await expect(session, "GET", f"{owner_node}/offers/{offer_id}")
+        records += 1
+        fill = record.get("fill")
+        if fill:
+            filled += parse_btc(fill["amount_btc"])
+        if record["status"] == "open":
+            open_left = parse_btc(record["amount_btc"])
+        offer_id = fill.get("remainder") if fill else None
+    return {"filled_sats": filled, "records": records, "open_sats": open_left}
+
+
+async def one_round(
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    bids: int,
+    bid_btc: str,
+    concurrency: int,
+    duration: float,
+) -> dict:
+    maker, takers = urls[0], urls[1 : 1 + TAKERS]
+    offer_sats = bids * parse_btc(bid_btc)
+    offer = await create_offer(session, maker, format_btc(offer_sats))
+
+    async def everywhere() -> bool:
+        books = await asyncio.gather(*(open_offers(session, t, offer["owner"]) for t in takers))
+        return all(any(o["id"] == offer["id"] for o in book) for book in books)
+
+    await wait_for(everywhere, 10)
+
+    tally = Tally()
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(
+            bidder(session, takers[i % TAKERS], offer["id"], bid_btc, start + duration, tally)
+            for i in range(concurrency)
+        )
+    )
+    elapsed = (tally.last_receipt or time.perf_counter()) - start
+
+    receipt_sats = sum(parse_btc(r["amount_btc"]) for r in tally.receipts)
+    fill_ids = {r["fill_id"] for r in tally.receipts}
+    chain = await owner_chain(session, maker, offer["id"])
+    return {
+        "accepted": len(tally.receipts),
+        "accepted_per_s": round(len(tally.receipts) / elapsed, 1) if elapsed > 0 else 0.0,
+        "elapsed_s": round(elapsed, 3),
+        "exhausted": receipt_sats == offer_sats,
+        "conflicts_409": sum(tally.conflicts.values()),
+        "conflicts_by_code": dict(tally.conflicts),
+        "failures": dict(tally.failures),
+        "offer_btc": format_btc(offer_sats),
+        "receipts_btc": format_btc(receipt_sats),
+        "overfill_sats": max(0, receipt_sats - offer_sats),
+        "duplicate_fill_ids": len(tally.receipts) - len(fill_ids),
+        "owner_filled_btc": format_btc(chain["filled_sats"]),
+        "owner_open_btc": format_btc(chain["open_sats"]),
+        "owner_records": chain["records"],
+        "owner_matches_receipts": chain["filled_sats"] == receipt_sats
+        and chain["filled_sats"] + chain["open_sats"] == offer_sats,
+    }
+
+
+async def run(args) -> dict:
+    with network(1 + TAKERS) as net:
+        async with http(args.concurrency * 2) as session:
+            rounds = []
+            for r in range(args.rounds):
+                result = await one_round(
+                    session, net.urls, args.bids, args.bid_btc, args.concurrency, args.duration
+                )
+                log(f"round {r + 1}: {result}")
+                rounds.append(result)
+    overfill = sum(r["overfill_sats"] for r in rounds)
+    return {
+        "bench": "node_hot_offer",
+        "takers": TAKERS,
+        "concurrency": args.concurrency,
+        "bid_btc": args.bid_btc,
+        "bids_per_offer": args.bids,
+        "rounds": rounds,
+        "median": median_of(rounds),
+        "overfill_sats_total": overfill,
+        "owner_matches_receipts": all(r["owner_matches_receipts"] for r in rounds),
+        "target_accepted_per_s": 500,
+        "met": overfill == 0
+        and all(r["owner_matches_receipts"] for r in rounds)
+        and median_of(rounds)["accepted_per_s"] >= 500,
+    }
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--bids", type=int, default=2000, help="offer size, in bids")
+    parser.add_argument("--bid-btc", default="0.001")
+    parser.add_argument("--duration", type=float, default=20.0, help="per-round cap, s")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    result = asyncio.run(run(args))
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

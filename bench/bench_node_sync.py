@@ -1,0 +1,128 @@
+"""Sync: a node that joins a network holding 10,000 open offers, until its book has them all.
+
+Why: a node that starts (or restarts) must trade on the whole book, so the time until its
+GET /offers lists every open offer is the time a user waits after `start`. The clock runs
+from spawning the process (``from_spawn``: interpreter start, key load, announce, paged
+pull of GET /peer/offers from its peers and verification of every signature) and, to
+separate process start-up from the sync itself, from its first healthy reply
+(``from_ready``). Each round starts a fresh node with an empty data dir, then stops it.
+
+The offers are created through POST /offers, the only way in the API (every offer is a
+signed DHT record that is put and announced), spread over the three nodes at a fixed
+concurrency; that creation rate is reported too. Target (issue 3): 10k-offer sync <= 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import aiohttp
+from _common import (
+    base_parser,
+    call,
+    create_offer,
+    emit,
+    http,
+    log,
+    median_of,
+    network,
+    open_offers,
+    wait_for,
+)
+
+from p2p_offers.cluster import Proc
+
+
+async def load_offers(
+    session: aiohttp.ClientSession, urls: list[str], count: int, concurrency: int
+) -> float:
+    """Create ``count`` sell offers round-robin over ``urls``; returns offers per second."""
+    numbers = iter(range(count))
+    start = time.perf_counter()
+
+    async def worker(url: str) -> None:
+        for i in numbers:  # shared iterator: workers take the next number until none is left
+            # distinct price levels, 30000.00 .. 30009.99, so the book is not one level
+            await create_offer(session, url, "0.01", price_usd=f"{30000 + (i % 1000) / 100:.2f}")
+            if i and i % 1000 == 0:
+                log(f"created {i} offers")
+
+    await asyncio.gather(*(worker(u) for u, _ in zip(itertools.cycle(urls), range(concurrency))))
+    return count / (time.perf_counter() - start)
+
+
+async def has_all(session: aiohttp.ClientSession, url: str, count: int) -> bool:
+    """True once ``url`` lists ``count`` open offers (False while it is not up yet)."""
+    try:
+        return len(await open_offers(session, url)) >= count
+    except (aiohttp.ClientError, OSError):
+        return False
+
+
+async def healthy(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        status, _ = await call(session, "GET", f"{url}/health")
+    except (aiohttp.ClientError, OSError):
+        return False
+    return status == 200
+
+
+async def time_join(session: aiohttp.ClientSession, spawn, count: int, timeout: float) -> dict:
+    """Spawn one node and time it to healthy and to a complete book."""
+    start = time.perf_counter()
+    proc: Proc = spawn()
+    try:
+        ready = await wait_for(lambda: healthy(session, proc.url), timeout, interval=0.005)
+        full = await wait_for(lambda: has_all(session, proc.url, count), timeout, interval=0.02)
+    except TimeoutError:
+        raise TimeoutError(f"{proc.name} did not sync in {timeout}s:\n{proc.log_tail()}") from None
+    total = time.perf_counter() - start
+    return {"from_spawn_s": round(total, 3), "from_ready_s": round(full, 3), "ready_s": ready}
+
+
+async def run(args) -> dict:
+    with network(3) as net:
+        async with http(args.concurrency * 2) as session:
+            rate = await load_offers(session, net.urls, args.offers, args.concurrency)
+            log(f"created {args.offers} offers at {rate:.0f}/s")
+            settle_start = time.perf_counter()
+            for url in net.urls:  # a joiner can only get what its peers already hold
+                await wait_for(lambda u=url: has_all(session, u, args.offers), 120, 0.2)
+            settled = time.perf_counter() - settle_start
+            rounds = []
+            for r in range(args.rounds):
+                result = await time_join(
+                    session, lambda r=r: net.spawn_node(r % len(net.grapes)), args.offers, 60
+                )
+                net.cluster.stop(net.extra_nodes[-1])
+                log(f"round {r + 1}: {result}")
+                rounds.append(result)
+    med = median_of(rounds)
+    return {
+        "bench": "node_sync",
+        "offers": args.offers,
+        "create_per_s": round(rate, 1),
+        "create_concurrency": args.concurrency,
+        "network_settled_s": round(settled, 3),
+        "rounds": rounds,
+        "median": med,
+        "target_s": 2.0,
+        "met": med["from_spawn_s"] <= 2.0,
+    }
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--offers", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=24, help="parallel POST /offers")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    result = asyncio.run(run(args))
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
