@@ -16,3 +16,7 @@ class GrapeConfig:
     rpc_timeout: float = 0.25  # seconds a DHT RPC may take before the contact counts as dead
     ksize: int = 20
     alpha: int = 3
+    record_ttl: float = 2 * 3600.0  # seconds a record lives unless its writer puts it again
+    republish_interval: float = 3600.0  # holders re-store items nobody stored for this long
+    lookup_grace: float = 0.05  # seconds a lookup waits for a straggler once most have answered
+    closest_cache_ttl: float = 30.0  # seconds a key's closest nodes are reused without a crawl

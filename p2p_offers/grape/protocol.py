@@ -1,0 +1,326 @@
+"""The grape's UDP RPCs: kademlia's protocol, made safe for signed records and for dead peers.
+
+Why each override exists (see ``notes/kademlia-2.2.3.md``):
+
+- every ``rpc_*`` handler validates its arguments and never raises: rpcudp sends
+  no reply when a handler raises, so one malformed datagram would cost the
+  caller a full timeout, and a planted dict would crash everyone's gets;
+- ``rpc_store`` stores unconditionally upstream; here it goes through the
+  validating storage. ``rpc_put`` is the same store but answers with BEP44's
+  error code, so a put can report 301/302 and count majorities;
+- ``rpc_find_value`` serves only validated bytes and always adds the sender's
+  closest nodes, so a lookup can keep crawling past the first holder;
+- ``rpc_announce``/``rpc_find_peers`` add one ``host:port`` to a set on the
+  storing nodes (BitTorrent's announce_peer) instead of read-merge-write, which
+  saves a round trip and cannot lose a concurrent announcer;
+- ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
+  targets) and pushed every key at once (store storms): fixed and bounded;
+- the RPC timeout is short and configurable, and contacts that timed out are
+  remembered briefly so a crawl does not wait for the same dead node again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+
+from p2p_offers import records
+from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
+from p2p_offers.records import RecordError
+
+log = logging.getLogger(__name__)
+
+OK = 0  # rpc_put's answer when the record was stored
+DEAD_MEMORY = 10.0  # seconds a contact that timed out is skipped by crawls
+WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
+WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
+WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
+MAX_PEERS_REPLY = 200  # addresses per find_peers reply, to stay well inside one datagram
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def never_raises(fallback: Any) -> Callable[[F], F]:
+    """Answer ``fallback`` instead of raising, whatever the peer sent (even a wrong arity)."""
+
+    def wrap(handler: F) -> F:
+        @functools.wraps(handler)
+        def safe(self: GrapeProtocol, sender: tuple[str, int], *args: Any) -> Any:
+            try:
+                return handler(self, sender, *args)
+            except Exception as exc:
+                log.debug("bad %s from %s: %r", handler.__name__, sender, exc)
+                return fallback
+
+        return safe  # type: ignore[return-value]
+
+    return wrap
+
+
+def is_id(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == TARGET_BYTES
+
+
+def parse_nodes(value: object, exclude: bytes) -> list[Node]:
+    """Contacts from a peer's reply; anything that is not (20-byte id, ip, port) is ignored."""
+    if not isinstance(value, list):
+        return []
+    nodes = []
+    for item in value[:64]:
+        if (
+            isinstance(item, list | tuple)
+            and len(item) == 3
+            and is_id(item[0])
+            and item[0] != exclude
+            and isinstance(item[1], str)
+            and isinstance(item[2], int)
+            and 0 < item[2] < 65536
+        ):
+            nodes.append(Node(item[0], item[1], item[2]))
+    return nodes
+
+
+class GrapeProtocol(KademliaProtocol):
+    def __init__(
+        self,
+        source_node: Node,
+        storage: RecordStorage,
+        ksize: int,
+        peers: PeerTable,
+        rpc_timeout: float,
+    ) -> None:
+        super().__init__(source_node, storage, ksize)
+        self.storage: RecordStorage = storage
+        self.peers = peers
+        self._wait_timeout = rpc_timeout
+        self._dead: dict[bytes, float] = {}
+        self._welcomed: dict[bytes, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- handlers: the other nodes' requests -------------------------------------------------
+
+    @never_raises(None)
+    def rpc_ping(self, sender: tuple[str, int], nodeid: bytes) -> bytes | None:
+        self._welcome(sender, nodeid)
+        return self.source_node.id
+
+    @never_raises(False)
+    def rpc_store(self, sender: tuple[str, int], nodeid: bytes, key: bytes, value: bytes) -> bool:
+        """kademlia's plain store (other kademlia nodes, old grapes): validated, no TTL refresh."""
+        return self.rpc_put(sender, nodeid, key, value, None, None) == OK
+
+    @never_raises(records.MALFORMED)
+    def rpc_put(
+        self,
+        sender: tuple[str, int],
+        nodeid: bytes,
+        key: bytes,
+        value: bytes,
+        cas: int | None,
+        ttl: float | None,
+    ) -> int:
+        """Store a record; the answer is OK or the BEP44 error code that refused it."""
+        self._welcome(sender, nodeid)
+        if cas is not None and (not isinstance(cas, int) or isinstance(cas, bool)):
+            return records.MALFORMED
+        if ttl is not None and not isinstance(ttl, int | float):
+            return records.MALFORMED
+        try:
+            self.storage.accept(key, value, cas, ttl)
+        except RecordError as exc:
+            return exc.code
+        return OK
+
+    @never_raises(None)
+    def rpc_find_node(
+        self, sender: tuple[str, int], nodeid: bytes, key: bytes
+    ) -> list[tuple[Any, ...]] | None:
+        source = self._welcome(sender, nodeid)
+        if not is_id(key):
+            return None
+        return self._neighbors(key, source)
+
+    @never_raises(None)
+    def rpc_find_value(
+        self, sender: tuple[str, int], nodeid: bytes, key: bytes
+    ) -> dict[str, Any] | list[tuple[Any, ...]] | None:
+        """Closest nodes as upstream, or the validated value plus closest nodes.
+
+        Upstream answers a holder's value alone, so a crawl stops at the first
+        holder; with the nodes alongside it can go on to all k closest.
+        """
+        source = self._welcome(sender, nodeid)
+        if not is_id(key):
+            return None
+        value = self.storage.get(key)
+        nodes = self._neighbors(key, source)
+        return nodes if value is None else {"value": value, "nodes": nodes}
+
+    @never_raises(False)
+    def rpc_announce(
+        self, sender: tuple[str, int], nodeid: bytes, key: bytes, peer: str, ttl: float
+    ) -> bool:
+        self._welcome(sender, nodeid)
+        if not is_id(key) or not is_peer_address(peer) or not isinstance(ttl, int | float):
+            return False
+        self.peers.add(key, peer, ttl)
+        return True
+
+    @never_raises(None)
+    def rpc_find_peers(
+        self, sender: tuple[str, int], nodeid: bytes, key: bytes
+    ) -> dict[str, Any] | None:
+        source = self._welcome(sender, nodeid)
+        if not is_id(key):
+            return None
+        return {
+            "peers": self.peers.get(key)[:MAX_PEERS_REPLY],
+            "nodes": self._neighbors(key, source),
+        }
+
+    def _welcome(self, sender: tuple[str, int], nodeid: object) -> Node:
+        if not is_id(nodeid):
+            raise ValueError("node id must be 20 bytes")
+        source = Node(nodeid, sender[0], sender[1])
+        self.welcome_if_new(source)
+        return source
+
+    def _neighbors(self, key: bytes, source: Node) -> list[tuple[Any, ...]]:
+        return [tuple(n) for n in self.router.find_neighbors(Node(key), exclude=source)]
+
+    # -- calls: our requests to other nodes --------------------------------------------------
+
+    async def call_put(
+        self, node: Node, key: bytes, value: bytes, cas: int | None, ttl: float
+    ) -> tuple[bool, Any]:
+        result = await self.put((node.ip, node.port), self.source_node.id, key, value, cas, ttl)
+        return self.handle_call_response(result, node)
+
+    async def call_announce(
+        self, node: Node, key: bytes, peer: str, ttl: float
+    ) -> tuple[bool, Any]:
+        result = await self.announce((node.ip, node.port), self.source_node.id, key, peer, ttl)
+        return self.handle_call_response(result, node)
+
+    async def call_find_peers(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
+        address = (node_to_ask.ip, node_to_ask.port)
+        result = await self.find_peers(address, self.source_node.id, node_to_find.id)
+        return self.handle_call_response(result, node_to_ask)
+
+    def handle_call_response(self, result: tuple[bool, Any], node: Node) -> tuple[bool, Any]:
+        """As upstream, plus: remember who timed out, so crawls skip them for a while."""
+        if not result[0]:
+            self.mark_dead(node.id)
+            self.router.remove_contact(node)
+            return result
+        self.welcome_if_new(node)
+        return result
+
+    def mark_dead(self, node_id: bytes) -> None:
+        now = time.monotonic()
+        if len(self._dead) > 10_000:
+            self._dead = {k: t for k, t in self._dead.items() if t > now}
+        self._dead[node_id] = now + DEAD_MEMORY
+
+    def is_dead(self, node_id: bytes) -> bool:
+        until = self._dead.get(node_id)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._dead[node_id]
+            return False
+        return True
+
+    def _timeout(self, msg_id: bytes) -> None:
+        """Upstream logs every timeout at ERROR; with dead peers that is routine, not an error."""
+        entry = self._outstanding.pop(msg_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result((False, None))
+
+    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+        """Malformed requests are dropped quietly instead of ending as unretrieved task errors."""
+        try:
+            await super()._accept_request(msg_id, data, address)
+        except Exception as exc:
+            log.debug("dropped request from %s: %r", address, exc)
+
+    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
+        try:
+            await super()._solve_datagram(datagram, address)
+        except Exception as exc:
+            log.debug("dropped datagram from %s: %r", address, exc)
+
+    def fail_outstanding(self) -> None:
+        """On shutdown: every call still waiting gets its timeout answer now."""
+        for msg_id, (future, timer) in list(self._outstanding.items()):
+            timer.cancel()
+            if not future.done():
+                future.set_result((False, None))
+            del self._outstanding[msg_id]
+
+    # -- hand-off to newcomers ---------------------------------------------------------------
+
+    def welcome_if_new(self, node: Node) -> None:
+        """Add a contact; hand a newcomer the items it is now responsible for.
+
+        Upstream built ``Node(digest(key))`` for keys that already are digests, so
+        it handed the wrong keys to the wrong nodes, and it pushed them all at once.
+        Here the target is the key itself, a node id is welcomed at most once per
+        ``WELCOME_MEMORY``, and the hand-off is one bounded background task.
+        """
+        self._dead.pop(node.id, None)
+        if node.id == self.source_node.id or not self.router.is_new_node(node):
+            return
+        self.router.add_contact(node)
+        now = time.monotonic()
+        if self._welcomed.get(node.id, 0.0) > now or not (len(self.storage) or len(self.peers)):
+            return
+        if len(self._welcomed) > 10_000:
+            self._welcomed = {k: t for k, t in self._welcomed.items() if t > now}
+        self._welcomed[node.id] = now + WELCOME_MEMORY
+        task = asyncio.ensure_future(self._hand_off(node))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _newcomer_is_close(self, node: Node, key: bytes) -> bool:
+        """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest."""
+        target = Node(key)
+        neighbors = self.router.find_neighbors(target, exclude=node)
+        if not neighbors:
+            return True
+        full = len(neighbors) >= self.router.ksize
+        new_node_close = not full or node.distance_to(target) < neighbors[-1].distance_to(target)
+        return new_node_close and self.source_node.distance_to(target) < neighbors[0].distance_to(
+            target
+        )
+
+    async def _hand_off(self, node: Node) -> None:
+        """Send the newcomer its items a few at a time; stop at the first timeout (it left)."""
+        gate = asyncio.Semaphore(WELCOME_PARALLEL)
+        state = {"gone": False, "sent": 0}
+
+        async def send(call: Callable[..., Any], *args: Any) -> None:
+            async with gate:
+                if not state["gone"]:
+                    ok, _ = await call(node, *args)
+                    state["gone"] = not ok
+
+        items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+            (self.call_put, (key, value, None, left)) for key, value, left in self.storage.items()
+        ]
+        items += [(self.call_announce, item) for item in self.peers.items()]
+        sends = []
+        for index, (call, args) in enumerate(items):
+            if index % 256 == 255:
+                await asyncio.sleep(0)  # thousands of keys must not stall the loop
+            if self._newcomer_is_close(node, args[0]) and state["sent"] < WELCOME_LIMIT:
+                state["sent"] += 1
+                sends.append(send(call, *args))
+        await asyncio.gather(*sends)

@@ -1,0 +1,259 @@
+"""What one DHT node holds: validated BEP44 records and expiring service announcements.
+
+kademlia's ``ForgetfulStorage`` stores whatever a peer sends and resets an item's
+age on every store, so a stale or forged value planted once is served and
+republished forever (upstream issue #107). ``RecordStorage`` is the one gate
+every write goes through, whichever kademlia path it comes from: a value is kept
+only if it decodes as a record, its signature verifies, it lives at its own
+target and BEP44's write rules (rising seq, cas) allow it.
+
+Lifetimes travel with the data: each write says how long the writer wants the
+item to live, and a holder never extends an item beyond that. A client's put
+asks for the full TTL; a republish or hand-off passes on what is left, so
+copying a record around never keeps it alive — only its writer can.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from kademlia.storage import IStorage
+
+from p2p_offers import records
+from p2p_offers.records import Record, RecordError
+
+log = logging.getLogger(__name__)
+
+STORAGE_FULL = 202  # BEP5's "server error": this node takes no new keys
+TARGET_BYTES = 20
+DEFAULT_RECORD_TTL = 2 * 3600.0  # BEP44: items expire after 2 h unless re-put
+
+
+@dataclass(slots=True)
+class Entry:
+    record: Record
+    value: bytes  # the encoded form, served as is
+    expires: float
+    touched: float  # last time anyone stored it: drives republishing, not expiry
+
+
+class RecordStorage(IStorage):
+    """kademlia ``IStorage`` keyed by 20-byte targets, holding encoded ``Record`` bytes."""
+
+    def __init__(
+        self,
+        ttl: float = DEFAULT_RECORD_TTL,
+        max_records: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_records = max_records
+        self.clock = clock
+        self._entries: dict[bytes, Entry] = {}
+
+    # -- the write gate --------------------------------------------------------------------
+
+    def accept(
+        self, key: bytes, value: bytes, cas: int | None = None, ttl: float | None = None
+    ) -> Record:
+        """Decode, verify and store ``value`` at ``key``, or raise RecordError (BEP44 code)."""
+        if not isinstance(key, bytes) or len(key) != TARGET_BYTES:
+            raise RecordError(records.MALFORMED, "key must be a 20-byte target")
+        if not isinstance(value, bytes):
+            raise RecordError(records.MALFORMED, "value must be bytes")
+        record = Record.decode(value)
+        record.verify()
+        if record.target != key:
+            raise RecordError(records.MALFORMED, "record does not live at this target")
+        self.admit(record, value, cas, ttl)
+        return record
+
+    def admit(
+        self, record: Record, value: bytes, cas: int | None = None, ttl: float | None = None
+    ) -> None:
+        """Apply BEP44's write rules to an already verified record.
+
+        ``ttl`` None means "keep what is left" (a copy of a known item gets no extra
+        life; a new item gets the full TTL), otherwise it is capped at our own TTL.
+        """
+        now = self.clock()
+        key = record.target
+        current = self._live(key, now)
+        records.check_update(current.record if current else None, record, cas)
+        life = self.ttl if ttl is None else min(max(float(ttl), 0.0), self.ttl)
+        if current is not None and current.record == record:
+            if ttl is not None:
+                current.expires = max(current.expires, now + life)
+            current.touched = now
+            return
+        if current is None and len(self._entries) >= self.max_records:
+            self.cull()
+            if len(self._entries) >= self.max_records:
+                raise RecordError(STORAGE_FULL, "storage full")
+        self._entries[key] = Entry(record, value, now + life, now)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        """kademlia's own write paths (local set, republish, hand-off) land here: same gate.
+
+        IStorage offers no way to report a refusal, so an invalid or stale value is
+        dropped silently rather than stored.
+        """
+        try:
+            self.accept(key, value)
+        except RecordError as exc:
+            log.debug("dropped store of %s: %s", _hex(key), exc.message)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def record(self, key: bytes) -> Record | None:
+        entry = self._live(key, self.clock())
+        return entry.record if entry else None
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        entry = self._live(key, self.clock()) if isinstance(key, bytes) else None
+        return entry.value if entry else default
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.get(key) is not None
+
+    def __len__(self) -> int:
+        self.cull()
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter([(key, value) for key, value, _ in self.items()])
+
+    def items(self, older_than: float = 0.0) -> list[tuple[bytes, bytes, float]]:
+        """(key, value, seconds left) of live items nobody stored for ``older_than`` seconds.
+
+        What a republish or a hand-off sends: the seconds left go along, so the
+        receiver keeps the item no longer than we would.
+        """
+        now = self.clock()
+        self.cull()
+        cutoff = now - older_than
+        return [
+            (k, e.value, e.expires - now) for k, e in self._entries.items() if e.touched <= cutoff
+        ]
+
+    def iter_older_than(self, seconds_old: float) -> list[tuple[bytes, bytes]]:
+        """kademlia's republish selector: only items nobody stored for ``seconds_old``."""
+        return [(key, value) for key, value, _ in self.items(seconds_old)]
+
+    def cull(self) -> None:
+        now = self.clock()
+        for key in [k for k, e in self._entries.items() if e.expires <= now]:
+            del self._entries[key]
+
+    def _live(self, key: bytes, now: float) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires <= now:
+            del self._entries[key]
+            return None
+        return entry
+
+
+class PeerTable:
+    """Service announcements: name key -> {"host:port": expiry}, each entry with its own TTL.
+
+    Like BitTorrent's announce_peer, a store adds one address to a set instead of
+    replacing a value, so concurrent announcers never overwrite each other.
+    Bounded in keys and in peers per key: the soonest-expiring entry makes room.
+    """
+
+    def __init__(
+        self,
+        ttl: float = 120.0,
+        max_keys: int = 100_000,
+        max_peers: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self.max_peers = max_peers
+        self.clock = clock
+        self._peers: dict[bytes, dict[str, float]] = {}
+
+    def add(self, key: bytes, peer: str, ttl: float | None = None) -> None:
+        now = self.clock()
+        life = self.ttl if ttl is None else min(max(float(ttl), 0.0), self.ttl)
+        peers = self._peers.get(key)
+        if peers is None:
+            if len(self._peers) >= self.max_keys:
+                self.cull()
+                if len(self._peers) >= self.max_keys:
+                    self._peers.pop(min(self._peers, key=lambda k: max(self._peers[k].values())))
+            peers = self._peers[key] = {}
+        elif peer not in peers and len(peers) >= self.max_peers:
+            del peers[min(peers, key=peers.__getitem__)]
+        peers[peer] = max(peers.get(peer, 0.0), now + life)
+
+    def get(self, key: bytes) -> list[str]:
+        now = self.clock()
+        peers = self._peers.get(key, {})
+        return [peer for peer, expires in peers.items() if expires > now]
+
+    def items(self) -> list[tuple[bytes, str, float]]:
+        """(key, peer, seconds left) of every live announcement."""
+        now = self.clock()
+        self.cull()
+        return [(k, p, e - now) for k, peers in self._peers.items() for p, e in peers.items()]
+
+    def cull(self) -> None:
+        now = self.clock()
+        for key, peers in list(self._peers.items()):
+            for peer in [p for p, expires in peers.items() if expires <= now]:
+                del peers[peer]
+            if not peers:
+                del self._peers[key]
+
+    def __len__(self) -> int:
+        self.cull()
+        return sum(len(p) for p in self._peers.values())
+
+
+def _hex(key: object) -> str:
+    return key.hex() if isinstance(key, bytes) else repr(key)[:60]
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+
+
+def peer_address(host: str, port: int) -> str:
+    """``host:port`` as lookups return it (IPv6 in brackets); ValueError if either is invalid."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("port must be an integer in 1-65535")
+    if not isinstance(host, str):
+        raise ValueError("host must be a string")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError("host is neither an IP address nor a hostname") from None
+        return f"{host}:{port}"
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def is_peer_address(text: object) -> bool:
+    """True for exactly what ``peer_address`` produces: what a DHT peer may ask us to store."""
+    if not isinstance(text, str) or len(text) > 300:
+        return False
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or len(port) > 5:
+        return False
+    try:
+        return peer_address(host, int(port)) == text
+    except ValueError:
+        return False
