@@ -16,20 +16,27 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
 - ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
   targets) and pushed every key at once (store storms): fixed and bounded;
 - the RPC timeout is short and configurable, and contacts that timed out are
-  remembered briefly so a crawl does not wait for the same dead node again.
+  remembered briefly so a crawl does not wait for the same dead node again;
+- datagrams are handled synchronously with the C ``msgpack`` (same bytes on
+  the wire as rpcudp's pure-Python umsgpack): rpcudp spawns two tasks per
+  request, and those plus umsgpack were most of a grape's per-RPC cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
+from rpcudp.exceptions import MalformedMessage
 
 from p2p_offers import records
 from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
@@ -43,6 +50,8 @@ WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
 WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
 WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
 MAX_PEERS_REPLY = 200  # addresses per find_peers reply, to stay well inside one datagram
+MAX_REQUEST = 8192  # rpcudp's limit on a request body; peers running rpcudp enforce it
+REQUEST, RESPONSE = b"\x00", b"\x01"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -197,22 +206,50 @@ class GrapeProtocol(KademliaProtocol):
 
     # -- calls: our requests to other nodes --------------------------------------------------
 
+    def request(self, address: tuple[str, int], name: str, *args: Any) -> asyncio.Future[Any]:
+        """Send ``rpc_<name>(*args)`` to ``address``; resolves to (True, answer) or (False, None).
+
+        rpcudp's ``__getattr__`` call with the C msgpack; its wire format unchanged.
+        """
+        msg_id = hashlib.sha1(os.urandom(32)).digest()
+        body = msgpack.packb([name, args])
+        if len(body) > MAX_REQUEST:
+            raise MalformedMessage("request over 8 KiB")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        timer = loop.call_later(self._wait_timeout, self._timeout, msg_id)
+        self._outstanding[msg_id] = (future, timer)
+        self.transport.sendto(REQUEST + msg_id + body, address)
+        return future
+
+    async def _call(self, node: Node, name: str, *args: Any) -> tuple[bool, Any]:
+        result = await self.request((node.ip, node.port), name, self.source_node.id, *args)
+        return self.handle_call_response(result, node)
+
+    async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
+        return await self._call(node_to_ask, "ping")
+
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
+        return await self._call(node_to_ask, "find_node", node_to_find.id)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
+        return await self._call(node_to_ask, "find_value", node_to_find.id)
+
+    async def call_find_peers(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
+        return await self._call(node_to_ask, "find_peers", node_to_find.id)
+
+    async def call_store(self, node_to_ask: Node, key: bytes, value: bytes) -> tuple[bool, Any]:
+        return await self._call(node_to_ask, "store", key, value)
+
     async def call_put(
         self, node: Node, key: bytes, value: bytes, cas: int | None, ttl: float
     ) -> tuple[bool, Any]:
-        result = await self.put((node.ip, node.port), self.source_node.id, key, value, cas, ttl)
-        return self.handle_call_response(result, node)
+        return await self._call(node, "put", key, value, cas, ttl)
 
     async def call_announce(
         self, node: Node, key: bytes, peer: str, ttl: float
     ) -> tuple[bool, Any]:
-        result = await self.announce((node.ip, node.port), self.source_node.id, key, peer, ttl)
-        return self.handle_call_response(result, node)
-
-    async def call_find_peers(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
-        address = (node_to_ask.ip, node_to_ask.port)
-        result = await self.find_peers(address, self.source_node.id, node_to_find.id)
-        return self.handle_call_response(result, node_to_ask)
+        return await self._call(node, "announce", key, peer, ttl)
 
     def handle_call_response(self, result: tuple[bool, Any], node: Node) -> tuple[bool, Any]:
         """As upstream, plus: remember who timed out, so crawls skip them for a while."""
@@ -244,18 +281,22 @@ class GrapeProtocol(KademliaProtocol):
         if entry is not None and not entry[0].done():
             entry[0].set_result((False, None))
 
-    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
-        """Malformed requests are dropped quietly instead of ending as unretrieved task errors."""
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Answer requests right here (every handler is synchronous); drop anything malformed."""
         try:
-            await super()._accept_request(msg_id, data, address)
+            if len(data) < 22:
+                return
+            kind, msg_id, body = data[:1], data[1:21], msgpack.unpackb(data[21:])
+            if kind == RESPONSE:
+                self._accept_response(msg_id, body, addr)
+            elif kind == REQUEST and isinstance(body, list) and len(body) == 2:
+                name, args = body
+                handler = getattr(self, f"rpc_{name}", None) if isinstance(name, str) else None
+                if handler is not None and isinstance(args, list):
+                    answer = msgpack.packb(handler(addr, *args))
+                    self.transport.sendto(RESPONSE + msg_id + answer, addr)
         except Exception as exc:
-            log.debug("dropped request from %s: %r", address, exc)
-
-    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
-        try:
-            await super()._solve_datagram(datagram, address)
-        except Exception as exc:
-            log.debug("dropped datagram from %s: %r", address, exc)
+            log.debug("dropped datagram from %s: %r", addr, exc)
 
     def fail_outstanding(self) -> None:
         """On shutdown: every call still waiting gets its timeout answer now."""

@@ -26,7 +26,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from kademlia.network import Server
@@ -110,7 +110,9 @@ class GrapeServer(Server):
         resolved = await asyncio.gather(*(_resolve(host, port) for host, port in addrs))
         known = {(n.ip, n.port) for n in self.contacts()}
         missing = [addr for addr in resolved if addr and addr not in known]
-        answers = await asyncio.gather(*(self.protocol.ping(a, self.node.id) for a in missing))
+        answers = await asyncio.gather(
+            *(self.protocol.request(a, "ping", self.node.id) for a in missing)
+        )
         joined = False
         for addr, (ok, node_id) in zip(missing, answers, strict=True):
             if ok and is_id(node_id) and node_id != self.node.id:
@@ -153,11 +155,10 @@ class GrapeServer(Server):
 
         async def one(key: bytes, value: bytes, left: float) -> int:
             async with gate:
-                nodes = await self.closest_nodes(key)
-                results = await asyncio.gather(
-                    *(self.protocol.call_put(n, key, value, None, left) for n in nodes)
+                answers = await self._replicate(
+                    key, lambda node: self.protocol.call_put(node, key, value, None, left)
                 )
-                return sum(1 for ok, code in results if ok and code == OK)
+                return answers.count(OK)
 
         return sum(await asyncio.gather(*(one(*item) for item in self.storage.items(older_than))))
 
@@ -193,11 +194,40 @@ class GrapeServer(Server):
             self._closest.pop(next(iter(self._closest)))
         self._closest[key] = (time.monotonic() + self.config.closest_cache_ttl, nodes)
 
-    def _is_close(self, key: bytes, nodes: list[Node]) -> bool:
-        """Whether this node belongs among the storing nodes of ``key`` too."""
+    async def _replicate(
+        self, key: bytes, send: Callable[[Node], Awaitable[tuple[bool, Any]]]
+    ) -> list[Any]:
+        """``send`` to the k closest nodes of ``key``; the answers of those that replied.
+
+        Without a cached closest set, the sends to the closest contacts of our own
+        routing table start at once, alongside the crawl, and only nodes the crawl
+        adds get theirs after it: in a small or settled network a fresh put costs
+        one round trip instead of two. A few extra copies on nodes the crawl then
+        ranks outside the k closest are harmless (they expire with their TTL).
+        """
+        closest = self._cached(key)
+        if closest is not None:
+            sent = {n.id: asyncio.ensure_future(send(n)) for n in closest}
+        else:
+            near = self.protocol.router.find_neighbors(Node(key), self.ksize)
+            sent = {n.id: asyncio.ensure_future(send(n)) for n in near}
+            closest = await self.closest_nodes(key)
+            for node in closest:
+                if node.id not in sent:
+                    sent[node.id] = asyncio.ensure_future(send(node))
+        results = await asyncio.gather(*(sent[n.id] for n in closest))
+        return [answer for ok, answer in results if ok]
+
+    def _seems_close(self, key: bytes) -> bool:
+        """Whether this node is among the storing nodes of ``key``, as far as our table knows.
+
+        Decided before any network traffic, so that of two puts racing through the
+        same grape the first one also wins the local store.
+        """
+        target = Node(key)
+        nodes = self._cached(key) or self.protocol.router.find_neighbors(target, self.ksize)
         if len(nodes) < self.ksize:
             return True
-        target = Node(key)
         return self.node.distance_to(target) < max(n.distance_to(target) for n in nodes)
 
     def _check_connected(self) -> None:
@@ -215,13 +245,12 @@ class GrapeServer(Server):
         record.verify()
         self._check_connected()
         key, value, ttl = record.target, record.encode(), self.config.record_ttl
-        nodes = await self.closest_nodes(key)
-        codes = [self._store_locally(record, value, cas, ttl)] if self._is_close(key, nodes) else []
-        results = await asyncio.gather(
-            *(self.protocol.call_put(n, key, value, cas, ttl) for n in nodes)
+        local = self._store_locally(record, value, cas, ttl) if self._seems_close(key) else None
+        answers = await self._replicate(
+            key, lambda node: self.protocol.call_put(node, key, value, cas, ttl)
         )
-        codes += [code for ok, code in results if ok and type(code) is int]
-        return _majority(codes)
+        codes = [code for code in answers if type(code) is int]
+        return _majority(codes if local is None else [local, *codes])
 
     def _store_locally(self, record: Record, value: bytes, cas: int | None, ttl: float) -> int:
         try:
@@ -237,6 +266,9 @@ class GrapeServer(Server):
         junk is simply ignored. Nothing is written back.
         """
         self._check_connected()
+        local = self.storage.record(target)
+        if local is not None and not local.mutable:
+            return local, self.node.id  # an immutable record cannot be stale: it is its hash
         replies = await self._crawl(target, self.protocol.call_find_value)
         copies = [(self.storage.get(target), self.node.id)]
         copies += [(r.get("value"), n.id) for n, r in replies if isinstance(r, dict)]
@@ -261,15 +293,14 @@ class GrapeServer(Server):
         """Add ``peer`` to the set at ``key`` on the closest nodes; how many stored it."""
         self._check_connected()
         ttl = self.config.announce_ttl_ms / 1000
-        nodes = await self.closest_nodes(key)
         stored = 0
-        if self._is_close(key, nodes):
+        if self._seems_close(key):
             self.peers.add(key, peer, ttl)
             stored += 1
-        results = await asyncio.gather(
-            *(self.protocol.call_announce(n, key, peer, ttl) for n in nodes)
+        answers = await self._replicate(
+            key, lambda node: self.protocol.call_announce(node, key, peer, ttl)
         )
-        stored += sum(1 for ok, answer in results if ok and answer is True)
+        stored += answers.count(True)
         if not stored:
             raise NoPeersError("no DHT node stored the announcement")
         return stored
