@@ -1,0 +1,115 @@
+"""Records from other nodes: verified, applied if newer, and counted whatever happens.
+
+An announcement is a hint, never an instruction. A record is believed only if
+its signature verifies, its address is ``sha1(k ‖ salt)``, the salt is the
+offer's id, the document is a valid offer and its seq is above what we hold.
+Everything else changes nothing, and is counted per outcome so an operator
+(and the tests) can see forgeries and replays arriving.
+
+The cheap checks run first: most records reaching a node are duplicates (the
+same record via announcement and via sync), and comparing seqs is far cheaper
+than verifying a signature.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+from p2p_offers.fields import DocError
+from p2p_offers.link import GrapeError, Link
+from p2p_offers.node.index import APPLIED, CONFLICT, STALE, OfferIndex
+from p2p_offers.offers import SignedOffer
+from p2p_offers.records import INVALID_SIGNATURE, Record, RecordError
+
+FORGED, MISMATCH, MALFORMED, UNKNOWN, UNAVAILABLE, OWN = (
+    "forged",
+    "mismatch",
+    "malformed",
+    "unknown",
+    "unavailable",
+    "own",
+)
+_HASH = re.compile(r"[0-9a-f]{40}")
+
+
+class Intake:
+    def __init__(self, index: OfferIndex, link: Link, my_id: str) -> None:
+        self.index = index
+        self.link = link
+        self.my_id = my_id
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter[str]] = {}
+
+    def receive(self, hash_: object, record: object | None, source: str) -> str:
+        """Consider one record (attached, or fetched from the DHT by hash); return the outcome.
+
+        ``hash_`` None means the record comes with no claimed address (a sync page).
+        """
+        outcome = self._receive(hash_, record)
+        with self._lock:
+            self._counts.setdefault(source, Counter())[outcome] += 1
+        return outcome
+
+    def count(self, source: str, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts.setdefault(source, Counter())[outcome] += n
+
+    def _receive(self, hash_: object, data: object | None) -> str:
+        if hash_ is not None and (not isinstance(hash_, str) or not _HASH.fullmatch(hash_)):
+            return MALFORMED
+        if data is None:
+            return self._fetch(hash_) if hash_ is not None else MALFORMED
+        try:
+            record = Record.from_json(data)
+        except RecordError:
+            return MALFORMED
+        if not record.mutable:
+            return MALFORMED
+        if hash_ is not None and record.hash != hash_:
+            return MISMATCH
+        return self._consider(record)
+
+    def _fetch(self, hash_: str) -> str:
+        try:
+            record = self.link.get_record(hash_)
+        except GrapeError:
+            return UNAVAILABLE
+        except RecordError as exc:  # the grape handed us something that does not verify
+            return FORGED if exc.code == INVALID_SIGNATURE else MALFORMED
+        if record is None:
+            return UNKNOWN
+        return self._consider(record)
+
+    def _consider(self, record: Record) -> str:
+        owner = record.k.hex() if record.k else ""
+        if owner == self.my_id:
+            return OWN  # we are the only writer of our records; nobody can tell us news
+        try:
+            offer_id = record.salt.decode()
+        except UnicodeDecodeError:
+            return MALFORMED
+        held = self.index.holder(offer_id)
+        if held is not None and held[0] != owner:
+            return CONFLICT
+        if held is not None and record.seq <= held[1]:
+            return STALE
+        try:
+            signed = SignedOffer.from_record(record)
+        except RecordError as exc:
+            return FORGED if exc.code == INVALID_SIGNATURE else MALFORMED
+        except DocError:
+            return MALFORMED
+        return self.index.apply(signed)
+
+    def counters(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                source: {"received": sum(c.values()), **dict(sorted(c.items()))}
+                for source, c in sorted(self._counts.items())
+            }
+
+
+__all__ = ["APPLIED", "FORGED", "MALFORMED", "MISMATCH", "STALE", "UNKNOWN", "Intake"]

@@ -1,0 +1,156 @@
+"""Finding other nodes through the DHT, and the pooled HTTP client used to talk to them.
+
+Each node announces two names: ``p2p_offers:node`` (so peers can push
+announcements and sync from it) and ``p2p_offers:owner:<client_id>`` (so a
+taker's node can find the owner of an offer). Lookups are cached for a couple
+of seconds: a hot path (every publication, every bid) must not cost a DHT
+round trip, and a node that appears is still found within the cache lifetime.
+
+A lookup returns addresses, not identities; each new address is asked once for
+its ``client_id`` (``GET /health``), which is how a node leaves itself out of its
+own peer list whatever address the grape saw it under.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from p2p_offers.fields import is_public_key
+from p2p_offers.link import GrapeError, Link
+
+log = logging.getLogger(__name__)
+
+NODE_SERVICE = "p2p_offers:node"
+
+
+def owner_service(client_id: str) -> str:
+    return f"p2p_offers:owner:{client_id}"
+
+
+def make_session(pool: int = 64) -> requests.Session:
+    """One keep-alive pool per process: reconnecting costs more than most requests."""
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(pool_connections=16, pool_maxsize=pool))
+    return session
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    address: str  # host:port as announced
+    client_id: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+class Peers:
+    def __init__(
+        self,
+        link: Link,
+        my_id: str,
+        session: requests.Session,
+        ttl_s: float = 2.0,
+        probe_timeout_s: float = 1.0,
+    ) -> None:
+        self.link = link
+        self.my_id = my_id
+        self.session = session
+        self.ttl_s = ttl_s
+        self.probe_timeout_s = probe_timeout_s
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._identities: dict[str, str] = {}  # address -> client_id
+        self._nodes: list[Peer] | None = None
+        self._nodes_at = 0.0
+        self._owners: dict[str, tuple[float, list[str]]] = {}
+        self._probe_pool = ThreadPoolExecutor(8, thread_name_prefix="peer-probe")
+
+    # -- the node list -------------------------------------------------------------------
+
+    def nodes(self) -> list[Peer]:
+        """Every other node, as of a lookup at most ``ttl_s`` old."""
+        with self._lock:
+            cached, fresh = self._nodes, time.monotonic() - self._nodes_at < self.ttl_s
+        if cached is not None and fresh:
+            return cached
+        # One thread refreshes; the others carry on with the previous list if there is one.
+        if not self._refreshing.acquire(blocking=cached is None):
+            return cached or []
+        try:
+            return self._refresh()
+        finally:
+            self._refreshing.release()
+
+    def _refresh(self) -> list[Peer]:
+        try:
+            addresses = self.link.lookup(NODE_SERVICE)
+        except GrapeError as exc:
+            log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
+            with self._lock:
+                return self._nodes or []
+        unknown = [a for a in addresses if a not in self._identities]
+        for address, client_id in zip(
+            unknown, self._probe_pool.map(self._probe, unknown), strict=True
+        ):
+            if client_id is not None:
+                self._identities[address] = client_id
+        peers = [
+            Peer(a, self._identities[a])
+            for a in dict.fromkeys(addresses)
+            if a in self._identities and self._identities[a] != self.my_id
+        ]
+        with self._lock:
+            self._nodes, self._nodes_at = peers, time.monotonic()
+        return peers
+
+    def _probe(self, address: str) -> str | None:
+        try:
+            resp = self.session.get(f"http://{address}/health", timeout=self.probe_timeout_s)
+            client_id = resp.json().get("client_id") if resp.ok else None
+        except (requests.RequestException, ValueError, AttributeError):
+            return None
+        return client_id if is_public_key(client_id) else None
+
+    def known_count(self) -> int:
+        """Peers as of the last lookup, without looking up (safe to call from /health)."""
+        with self._lock:
+            return len(self._nodes or [])
+
+    def invalidate(self) -> None:
+        """Look up again on next use (a node we have not seen yet is talking to us)."""
+        with self._lock:
+            self._nodes_at = 0.0
+
+    def unreachable(self, address: str) -> None:
+        """Forget who lives at an address that failed: it may come back as someone else."""
+        self._identities.pop(address, None)
+        self.invalidate()
+
+    # -- owners --------------------------------------------------------------------------
+
+    def owner(self, client_id: str) -> list[str]:
+        """Addresses announcing ``client_id``'s owner name. Raises GrapeError if the DHT fails."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._owners.get(client_id)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        addresses = self.link.lookup(owner_service(client_id))
+        with self._lock:
+            self._owners[client_id] = (now, addresses)
+        return addresses
+
+    def forget_owner(self, client_id: str) -> None:
+        with self._lock:
+            self._owners.pop(client_id, None)
+
+    def close(self) -> None:
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,252 @@
+"""Getting our new record versions out: into the DHT, and pushed to every peer.
+
+State changes are durable before they reach this module, so publication can
+run behind them: the owner answers a bid as soon as the fill is committed and
+the world catches up here. Two queues, each coalescing per offer id (only the
+newest version of a record is worth sending; versions superseded while
+waiting are skipped):
+
+* the DHT queue puts each record with ``cas`` = the last seq we know the DHT
+  holds, from a pool of workers (puts of different records are independent);
+* the push queue sends batches of records to every peer in parallel
+  (``POST /peer/announce``, the record attached so receivers need no DHT
+  round trip). Pushing does not wait for the DHT put: receivers verify the
+  attached record themselves, so waiting would only add the put's latency to
+  every propagation. The DHT is for readers that were not told.
+
+Anything a peer misses (it was down, the push failed) is repaired by the
+peer's anti-entropy sync; anything the DHT misses is retried until it lands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import requests
+
+from p2p_offers.link import GrapeError, Link
+from p2p_offers.node.peers import Peer, Peers
+from p2p_offers.offers import SignedOffer
+from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 60 * 1024  # under the receivers' 64 KiB body limit
+RETRY_DELAY_S = 0.5
+
+
+class Publisher:
+    def __init__(
+        self,
+        link: Link,
+        peers: Peers,
+        session: requests.Session,
+        mark_published: Callable[[list[tuple[str, int]]], None],
+        put_workers: int = 8,
+        push_workers: int = 8,
+        push_timeout_s: float = 3.0,
+    ) -> None:
+        self.link = link
+        self.peers = peers
+        self.session = session
+        self.mark_published = mark_published
+        self.push_timeout_s = push_timeout_s
+        self._cond = threading.Condition()
+        self._to_put: dict[str, SignedOffer] = {}
+        self._to_push: dict[str, SignedOffer] = {}
+        self._in_dht: dict[str, int] = {}  # id -> seq known to be stored in the DHT
+        self._putting = 0
+        self._pushing = 0
+        self._stopping = False
+        self._put_pool = ThreadPoolExecutor(put_workers, thread_name_prefix="dht-put")
+        self._push_pool = ThreadPoolExecutor(push_workers, thread_name_prefix="peer-push")
+        self._threads: list[threading.Thread] = []
+        self.stats = {"put": 0, "put_failed": 0, "pushed": 0, "push_failed": 0}
+
+    # -- queueing ------------------------------------------------------------------------
+
+    def publish(self, versions: Iterable[SignedOffer], *, push: bool = True) -> None:
+        with self._cond:
+            for signed in versions:
+                _keep_newest(self._to_put, signed)
+                if push:
+                    _keep_newest(self._to_push, signed)
+            self._cond.notify_all()
+
+    def published(self, offer_id: str, seq: int) -> None:
+        """Seed what the DHT is known to hold (after a restart, from the store)."""
+        with self._cond:
+            if seq > self._in_dht.get(offer_id, 0):
+                self._in_dht[offer_id] = seq
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._to_put) + self._putting + len(self._to_push) + self._pushing
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, loop in (("dht-publisher", self._put_loop), ("peer-pusher", self._push_loop)):
+            thread = threading.Thread(target=loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Let queued publications finish (bounded), then stop the workers."""
+        deadline = time.monotonic() + flush_timeout_s
+        with self._cond:
+            while self._to_put or self._putting or self._to_push or self._pushing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._put_pool.shutdown(wait=False, cancel_futures=True)
+        self._push_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _take(self, queue: dict[str, SignedOffer]) -> dict[str, SignedOffer]:
+        """Wait for work and take all of it; empty means stop."""
+        with self._cond:
+            while not queue and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return {}
+            batch = dict(queue)
+            queue.clear()
+            return batch
+
+    # -- the DHT -------------------------------------------------------------------------
+
+    def _put_loop(self) -> None:
+        while True:
+            batch = self._take(self._to_put)
+            if not batch:
+                return
+            with self._cond:
+                self._putting = len(batch)
+            futures = {self._put_pool.submit(self._put, s): s for s in batch.values()}
+            wait(futures)
+            done, retry = [], []
+            for future, signed in futures.items():
+                ok = not future.cancelled() and future.exception() is None and future.result()
+                (done if ok else retry).append(signed)
+            try:
+                self.mark_published([(s.id, s.seq) for s in done])
+            except Exception:
+                log.exception("recording publications failed")
+            with self._cond:
+                self._putting = 0
+                for signed in retry:
+                    if signed.id not in self._to_put:
+                        self._to_put[signed.id] = signed
+                self._cond.notify_all()
+            if retry:
+                time.sleep(RETRY_DELAY_S)
+
+    def _put(self, signed: SignedOffer) -> bool:
+        """Put one record; True once the DHT holds this version (or a newer one)."""
+        for _ in range(3):
+            try:
+                self.link.put_record(signed.record, cas=self._in_dht.get(signed.id))
+            except GrapeError as exc:
+                if exc.code == CAS_MISMATCH and self._learn_stored_seq(signed):
+                    continue
+                if exc.code != SEQ_TOO_LOW:  # too low: the DHT has this version or newer
+                    log.warning("put %s seq %d failed: %s", signed.id, signed.seq, exc)
+                    self._count("put_failed")
+                    return False
+            with self._cond:
+                self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
+            self._count("put")
+            return True
+        return False
+
+    def _count(self, name: str) -> None:
+        with self._cond:
+            self.stats[name] += 1
+
+    def _learn_stored_seq(self, signed: SignedOffer) -> bool:
+        """After a CAS mismatch (a put we did not record, e.g. before a crash), ask the DHT."""
+        try:
+            stored = self.link.get_record(signed.hash)
+        except (GrapeError, ValueError):
+            return False
+        with self._cond:
+            if stored is None:
+                self._in_dht.pop(signed.id, None)
+            else:
+                self._in_dht[signed.id] = stored.seq
+        return True
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def _push_loop(self) -> None:
+        while True:
+            batch = self._take(self._to_push)
+            if not batch:
+                return
+            with self._cond:
+                self._pushing = len(batch)
+            try:
+                bodies = list(_announcement_bodies(batch.values()))
+                peers = self.peers.nodes()
+                for future in [self._push_pool.submit(self._push, p, bodies) for p in peers]:
+                    future.result()
+            except Exception:
+                log.exception("pushing announcements failed")
+            finally:
+                with self._cond:
+                    self._pushing = 0
+                    self._cond.notify_all()
+
+    def _push(self, peer: Peer, bodies: list[bytes]) -> None:
+        for body in bodies:
+            try:
+                resp = self.session.post(
+                    f"{peer.url}/peer/announce",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=self.push_timeout_s,
+                )
+            except requests.RequestException as exc:
+                log.info("push to %s failed: %s", peer.address, exc)
+                self._count("push_failed")
+                self.peers.unreachable(peer.address)
+                return
+            self._count("pushed" if resp.ok else "push_failed")
+
+
+def _keep_newest(queue: dict[str, SignedOffer], signed: SignedOffer) -> None:
+    held = queue.get(signed.id)
+    if held is None or held.seq < signed.seq:
+        queue[signed.id] = signed
+
+
+def _announcement_bodies(versions: Iterable[SignedOffer]) -> Iterable[bytes]:
+    """JSON bodies of at most MAX_BATCH_BYTES: the spec's single form for one record."""
+    items = [json.dumps({"hash": s.hash, "record": s.record.to_json()}) for s in versions]
+    if len(items) == 1:
+        yield items[0].encode()
+        return
+    chunk: list[str] = []
+    size = 0
+    for item in items:
+        if chunk and size + len(item) + 1 > MAX_BATCH_BYTES - 32:
+            yield _batch(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        yield _batch(chunk)
+
+
+def _batch(items: list[str]) -> bytes:
+    return ('{"announcements":[' + ",".join(items) + "]}").encode()

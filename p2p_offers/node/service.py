@@ -1,0 +1,282 @@
+"""The one place where our own offers change state: create, update, cancel, refresh, fill.
+
+Every change follows the same path (``_commit``): compute the next version
+with the pure transitions of ``offers``, sign it, make it durable in one
+transaction, update the in-memory heads and the node's index, and only then
+return, so nothing is acknowledged before it would survive a crash.
+Publication (DHT put, push to peers) is queued and runs behind.
+
+Changes are serialized per *chain*: an offer and the remainders split off it
+share a lock keyed by the chain's root id. That is what makes "a bid naming a
+record already split goes to the live remainder" safe: the bid is resolved to
+the chain's open head and filled under the same lock, so two bids can never
+both take the same satoshis, while bids on different offers run in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from nacl.signing import SigningKey
+
+from p2p_offers import offers
+from p2p_offers.bids import Bid, Receipt, make_receipt
+from p2p_offers.fields import new_id
+from p2p_offers.node import errors
+from p2p_offers.node.index import OfferIndex
+from p2p_offers.node.publisher import Publisher
+from p2p_offers.node.store import MAKER, DuplicateBid, OwnVersion, Store, StoredFill
+from p2p_offers.offers import OPEN, SignedOffer, TransitionError
+from p2p_offers.signing import SignatureError, public_hex
+
+REFRESH_BATCH = 500
+
+
+class OfferService:
+    def __init__(
+        self,
+        key: SigningKey,
+        store: Store,
+        index: OfferIndex,
+        publisher: Publisher,
+        clock: Callable[[], int],
+        default_ttl_ms: int,
+    ) -> None:
+        self.key = key
+        self.me = public_hex(key)
+        self.store = store
+        self.index = index
+        self.publisher = publisher
+        self.clock = clock
+        self.default_ttl_ms = default_ttl_ms
+        self._guard = threading.Lock()  # protects the dicts below; never held while waiting
+        self._locks: dict[str, threading.Lock] = {}
+        self._heads: dict[str, OwnVersion] = {}  # chain root -> its open record
+        self._root_of: dict[str, str] = {}  # open record id -> chain root
+
+    # -- start -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """After a restart: manage our open offers again and republish what is not out yet."""
+        heads = self.store.own_open()
+        with self._guard:
+            for row in heads:
+                self._heads[row.latest.root] = row.latest
+                self._root_of[row.latest.signed.id] = row.latest.root
+        for row in heads:
+            self.index.apply(row.latest.signed)
+        rows = self.store.unpublished() + heads
+        for row in rows:
+            self.publisher.published(row.latest.signed.id, row.published_seq)
+        self.publisher.publish({r.latest.signed.id: r.latest.signed for r in rows}.values())
+
+    # -- user changes ----------------------------------------------------------------------
+
+    def create(self, side: str, price: int, amount: int, ttl_ms: int | None = None) -> SignedOffer:
+        ttl = ttl_ms or self.default_ttl_ms
+        offer = _transition(lambda: offers.create(side, price, amount, self.clock(), ttl))
+        version = OwnVersion(offers.sign(self.key, offer, offers.FIRST_SEQ), offer.id, ttl)
+        with self._chain(offer.id):
+            self._commit([version])
+        return version.signed
+
+    def update(self, offer_id: str, price: int | None, amount: int | None) -> SignedOffer:
+        root = self._root(offer_id)
+        with self._chain(root):
+            head = self._head(root, offer_id)
+            new = _transition(lambda: head.signed.offer.update(self.clock(), price, amount))
+            return self._next(head, new)
+
+    def cancel(self, offer_id: str) -> SignedOffer:
+        root = self._root(offer_id)
+        with self._chain(root):
+            head = self._head(root, offer_id)
+            return self._next(head, _transition(head.signed.offer.cancel))
+
+    def refresh_due(self) -> int:
+        """Refresh open offers past half their lifetime; busy chains wait for the next sweep."""
+        now = self.clock()
+        with self._guard:
+            due = [
+                (root, head.signed.id)
+                for root, head in self._heads.items()
+                if head.signed.offer.expires - now <= head.ttl_ms // 2
+            ][:REFRESH_BATCH]
+        locked: list[threading.Lock] = []
+        versions = []
+        try:
+            for root, offer_id in due:
+                lock = self._lock_for(root)
+                if not lock.acquire(blocking=False):
+                    continue
+                locked.append(lock)
+                with self._guard:
+                    head = self._heads.get(root)
+                if head is None or head.signed.id != offer_id:
+                    continue
+                refreshed = head.signed.offer.refresh(now, head.ttl_ms)
+                versions.append(self._sign_next(head, refreshed))
+            if versions:
+                self._commit(versions)
+        finally:
+            for lock in locked:
+                lock.release()
+        return len(versions)
+
+    # -- bids ------------------------------------------------------------------------------
+
+    def accept_bid(self, bid: Bid) -> Receipt:
+        """Fill a taker's bid on one of our offers, or say precisely why not.
+
+        Order of checks: authenticity, addressee, the offer exists, then under
+        the chain lock: already answered (a retry gets the same receipt), open,
+        terms unchanged, not expired, enough left. Exactly one outcome is made
+        durable per bid id, so a retried bid can never fill twice.
+        """
+        try:
+            bid.verify()
+        except SignatureError:
+            raise errors.bad_request(
+                "invalid_signature", "the bid's signature does not verify"
+            ) from None
+        if bid.maker != self.me:
+            raise errors.not_owner(bid.offer_id)
+        root = self._root(bid.offer_id)
+        with self._chain(root):
+            answered = self.store.fill(bid.bid_id, MAKER)
+            if answered is not None:
+                return _same_bid_or_conflict(answered, bid)
+            with self._guard:
+                head = self._heads.get(root)
+            if head is None:
+                raise errors.conflict("offer_taken", f"offer {bid.offer_id} is no longer open")
+            offer = head.signed.offer
+            named_seq = head.signed.seq if head.signed.id == bid.offer_id else None
+            if named_seq is None:
+                row = self.store.own(bid.offer_id)
+                named_seq = row.latest.signed.seq if row else 0
+            if bid.offer_seq > named_seq or bid.price != offer.price:
+                raise errors.conflict(
+                    "stale_offer",
+                    "the offer's terms changed since the version bid on",
+                    {"offer_id": head.signed.id, "seq": head.signed.seq, "price": offer.price},
+                )
+            now = self.clock()
+            if offer.expires <= now:
+                raise errors.conflict("offer_expired", f"offer {head.signed.id} has expired")
+            if bid.amount > offer.amount:
+                raise errors.conflict(
+                    "insufficient_amount",
+                    f"bid for {bid.amount} sats, {offer.amount} left",
+                    {"offer_id": head.signed.id, "available": offer.amount},
+                )
+            filled, rest = offer.fill_with(bid.bid_id, bid.amount, bid.taker, now, new_id())
+            versions = [self._sign_next(head, filled)]
+            if rest is not None:
+                first = offers.sign(self.key, rest, offers.FIRST_SEQ)
+                versions.append(OwnVersion(first, root, head.ttl_ms))
+            receipt = make_receipt(
+                self.key,
+                bid,
+                offer_id=filled.id,
+                remainder=rest.id if rest else None,
+                now_ms=now,
+            )
+            try:
+                self._commit(versions, StoredFill(bid, receipt, MAKER))
+            except DuplicateBid:
+                answered = self.store.fill(bid.bid_id, MAKER)
+                if answered is None:
+                    raise
+                return _same_bid_or_conflict(answered, bid)
+            return receipt
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def own(self, offer_id: str) -> SignedOffer | None:
+        row = self.store.own(offer_id)
+        return row.latest.signed if row else None
+
+    def history(self, offer_id: str) -> list[SignedOffer]:
+        return self.store.history(offer_id)
+
+    def open_count(self) -> int:
+        with self._guard:
+            return len(self._heads)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _root(self, offer_id: str) -> str:
+        """The chain an id belongs to; 403 for another owner's offer, 404 for an unknown id."""
+        with self._guard:
+            root = self._root_of.get(offer_id)
+        if root is not None:
+            return root
+        row = self.store.own(offer_id)
+        if row is not None:
+            return row.latest.root
+        held = self.index.get(offer_id)
+        if held is not None and held.signed.owner != self.me:
+            raise errors.not_owner(offer_id)
+        raise errors.not_found("offer", offer_id)
+
+    def _head(self, root: str, offer_id: str) -> OwnVersion:
+        """The chain's open record (the one changes apply to), or 409 if the chain is closed."""
+        with self._guard:
+            head = self._heads.get(root)
+        if head is None:
+            raise errors.conflict("offer_not_open", f"offer {offer_id} is no longer open")
+        return head
+
+    def _lock_for(self, root: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(root)
+            if lock is None:
+                lock = self._locks[root] = threading.Lock()
+            return lock
+
+    @contextmanager
+    def _chain(self, root: str) -> Iterator[None]:
+        with self._lock_for(root):
+            yield
+
+    def _sign_next(self, head: OwnVersion, offer: offers.Offer) -> OwnVersion:
+        return OwnVersion(offers.sign(self.key, offer, head.signed.seq + 1), head.root, head.ttl_ms)
+
+    def _next(self, head: OwnVersion, offer: offers.Offer) -> SignedOffer:
+        version = self._sign_next(head, offer)
+        self._commit([version])
+        return version.signed
+
+    def _commit(self, versions: list[OwnVersion], fill: StoredFill | None = None) -> None:
+        """Durable first, then visible, then published (see the module docstring)."""
+        self.store.save(versions, fill)
+        with self._guard:
+            for v in versions:
+                if v.signed.offer.status == OPEN:
+                    self._heads[v.root] = v
+                    self._root_of[v.signed.id] = v.root
+                else:
+                    self._root_of.pop(v.signed.id, None)
+                    head = self._heads.get(v.root)
+                    if head is not None and head.signed.id == v.signed.id:
+                        del self._heads[v.root]
+        for v in versions:
+            self.index.apply(v.signed)
+        self.publisher.publish(v.signed for v in versions)
+
+
+def _transition(change: Callable[[], offers.Offer]) -> offers.Offer:
+    try:
+        return change()
+    except TransitionError as exc:
+        status = 409 if exc.code == "offer_not_open" else 400
+        raise errors.ApiError(status, exc.code, exc.message) from None
+
+
+def _same_bid_or_conflict(answered: StoredFill, bid: Bid) -> Receipt:
+    if answered.bid == bid:
+        return answered.receipt
+    raise errors.conflict("duplicate_bid", f"bid id {bid.bid_id} was used for another bid")
