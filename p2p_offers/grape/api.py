@@ -51,8 +51,7 @@ class ApiError(Exception):
 
 
 def make_app(server: GrapeServer, config: GrapeConfig) -> web.Application:
-    # aiohttp refuses bodies of client_max_size bytes or more; Grenache accepts up to the limit
-    app = web.Application(client_max_size=config.max_payload + 1)
+    app = web.Application(client_max_size=config.max_payload)
     app[SERVER] = server
     app[MAX_PAYLOAD] = config.max_payload
     app.router.add_route("*", "/{kind:.*}", handle)
