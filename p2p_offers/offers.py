@@ -241,8 +241,6 @@ def _fill_from_doc(doc: object) -> Fill | None:
 def _check_consistent(offer: Offer) -> None:
     if offer.expires <= offer.created:
         raise DocError("expires must be after created")
-    if offer.priority > offer.created:
-        raise DocError("priority cannot be later than created")
     if offer.parent == offer.id:
         raise DocError("an offer cannot be its own parent")
     fill = offer.fill

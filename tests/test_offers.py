@@ -158,7 +158,6 @@ FILLED_DOC = an_offer().fill_with(new_id(), 10, TAKER, NOW, new_id())[0].to_doc(
         mutate(GOOD, status="done"),
         mutate(GOOD, status="filled"),  # filled without a fill
         mutate(GOOD, expires=GOOD["created"]),
-        mutate(GOOD, priority=GOOD["created"] + 1),  # type: ignore[operator]
         mutate(GOOD, extra=1),
         mutate({k: v for k, v in GOOD.items() if k != "side"}),
         mutate(FILLED_DOC, status="open"),

@@ -1,0 +1,183 @@
+"""Helpers for node tests: an in-process node on a fake grape, and a real-network harness."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import requests
+from nacl.signing import SigningKey
+
+from p2p_offers import offers
+from p2p_offers.cluster import Cluster, Proc, free_ports, local_network
+from p2p_offers.link import GrapeError
+from p2p_offers.node.app import create_app, node_of
+from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.runtime import Node
+from p2p_offers.records import Record, check_update
+
+
+class FakeLink:
+    """The parts of ``Link`` a node uses, in memory: a DHT that follows BEP44's write rule."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.services: dict[str, list[str]] = {}
+        self.down = False
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down:
+            raise GrapeError("ERR_GRAPE_UNREACHABLE", "fake grape is down")
+
+    def announce(self, name: str, port: int, host: str | None = None) -> int:
+        self._check()
+        return 1
+
+    def start_announcing(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def stop_announcing(self, name: str | None = None) -> None:
+        pass
+
+    def lookup(self, name: str) -> list[str]:
+        self._check()
+        return list(self.services.get(name, []))
+
+    def put_record(self, record: Record, cas: int | None = None) -> str:
+        self._check()
+        with self._lock:
+            check_update(self.records.get(record.hash), record, cas)
+            self.records[record.hash] = record
+        return record.hash
+
+    def get_record(self, hash_: str) -> Record | None:
+        self._check()
+        return self.records.get(hash_)
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    """A settable millisecond clock, so expiry can be tested without waiting."""
+
+    def __init__(self, start: int = 1_700_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def local_node(
+    tmp_path: Path, clock: Clock | None = None, token: str | None = None, port: int = 4999
+) -> tuple[Any, Node, FakeLink]:
+    """(Flask test client, node, fake link) — no threads started, no sockets opened."""
+    link = FakeLink()
+    config = NodeConfig(port=port, grape="http://fake", data_dir=tmp_path, api_token=token)
+    node = Node(config, clock=clock or Clock(), link=link)  # type: ignore[arg-type]
+    app = create_app(config, node)
+    assert node_of(app) is node
+    return app.test_client(), node, link
+
+
+def foreign_offer(
+    key: SigningKey, now: int, seq: int = 1, ttl_ms: int = 600_000, **changes: Any
+) -> offers.SignedOffer:
+    offer = offers.create("sell", 3_000_000, 100_000_000, now, ttl_ms)
+    if changes:
+        offer = offers.Offer(**{**offer.to_doc(), "fill": offer.fill, **changes})
+    return offers.sign(key, offer, seq)
+
+
+def announcement(signed: offers.SignedOffer) -> dict[str, Any]:
+    return {"hash": signed.hash, "record": signed.record.to_json()}
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+class Net:
+    """A local network of real grapes and nodes, plus the REST calls tests make on it."""
+
+    def __init__(
+        self,
+        root: Path,
+        grapes: int = 3,
+        nodes: int = 3,
+        node_extra: Iterable[str] = (),
+    ) -> None:
+        self.root = root
+        self.cluster = Cluster(root / "logs")
+        self.node_extra = list(node_extra)
+        ports = free_ports(2 * grapes + nodes)
+        self.grapes, self.nodes = local_network(
+            self.cluster,
+            grapes,
+            nodes,
+            ports[:grapes],
+            ports[grapes : 2 * grapes],
+            ports[2 * grapes :],
+            root,
+            node_extra=self.node_extra,
+        )
+        self.http = requests.Session()
+        self.ids = {p.url: self.get(p, "/health")["client_id"] for p in self.nodes}
+
+    def close(self) -> None:
+        self.cluster.stop_all()
+
+    def add_node(self, grape: int = 0, extra: Iterable[str] = ()) -> Proc:
+        port = free_ports(1)[0]
+        proc = self.cluster.node(
+            port, self.grapes[grape].url, self.root / f"node-{port}", [*self.node_extra, *extra]
+        )
+        self.cluster.wait_ready([proc])
+        self.ids[proc.url] = self.get(proc, "/health")["client_id"]
+        return proc
+
+    def restart(self, proc: Proc) -> None:
+        self.cluster.start(proc)
+        self.cluster.wait_ready([proc])
+
+    # -- REST ------------------------------------------------------------------------------
+
+    def call(self, proc: Proc, method: str, path: str, body: Any = None) -> requests.Response:
+        return self.http.request(method, proc.url + path, json=body, timeout=30)
+
+    def get(self, proc: Proc, path: str) -> Any:
+        resp = self.call(proc, "GET", path)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def create(self, proc: Proc, price: str = "30000.00", amount: str = "1", **kw: Any) -> dict:
+        resp = self.call(
+            proc,
+            "POST",
+            "/offers",
+            {"side": "sell", "price_usd": price, "amount_btc": amount, **kw},
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def bid(self, proc: Proc, offer_id: str, amount: str) -> requests.Response:
+        return self.call(proc, "POST", f"/offers/{offer_id}/bids", {"amount_btc": amount})
+
+    def offer(self, proc: Proc, offer_id: str) -> dict | None:
+        resp = self.call(proc, "GET", f"/offers/{offer_id}")
+        return resp.json() if resp.status_code == 200 else None
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``check`` every few ms until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
