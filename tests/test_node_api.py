@@ -84,7 +84,7 @@ def test_create_get_update_cancel(env) -> None:
 
 
 def test_list_filters_and_book(env) -> None:
-    client, node, _, clock = env
+    client, node, _, _clock = env
     create(client, price_usd="100", amount_btc="1")
     create(client, price_usd="100", amount_btc="2")
     create(client, side="buy", price_usd="90", amount_btc="3")
@@ -201,7 +201,7 @@ def test_openapi_is_generated_from_the_models(env) -> None:
 
 
 def test_announcements_apply_only_valid_newer_records(env) -> None:
-    client, node, link, clock = env
+    client, _node, link, clock = env
     v1 = foreign_offer(OTHER, clock.now)
     v2 = offers.sign(OTHER, v1.offer.update(clock.now, amount=5), 2)
 
@@ -276,7 +276,7 @@ def test_owner_refreshes_at_half_life(env) -> None:
 
 
 def test_peer_offers_pages_through_open_offers(env) -> None:
-    client, node, _, clock = env
+    client, node, _, _clock = env
     made = {create(client)["id"] for _ in range(7)}
     client.delete(f"/offers/{made.pop()}")
     seen, cursor = [], None
@@ -298,7 +298,7 @@ def test_peer_offers_pages_through_open_offers(env) -> None:
 
 
 def test_owner_fills_partially_then_fully_with_remainder_chain(env) -> None:
-    client, node, _, clock = env
+    client, node, _, _clock = env
     offer = create(client, amount_btc="0.00001000")  # 1000 sats
     first = peer_bid(node, offer, 300)
     resp = client.post("/peer/bids", json=first.to_wire())
