@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -181,3 +183,20 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def stored_fills(data_dir: Path, role: str) -> dict[str, dict]:
+    """A node's recorded receipts (fill_id -> receipt) read straight from its SQLite file.
+
+    Read-only and safe while the node runs (WAL): this is what survives a crash.
+    """
+    db = sqlite3.connect(f"file:{data_dir / 'node.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT receipt FROM receipts WHERE role = ?", (role,)).fetchall()
+    finally:
+        db.close()
+    return {r["fill_id"]: r for r in (json.loads(row[0]) for row in rows)}
+
+
+def data_dir_of(proc: Proc) -> Path:
+    return Path(proc.argv[proc.argv.index("--data-dir") + 1])
