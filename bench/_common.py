@@ -163,7 +163,9 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
-def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
+def summarize(samples_ms: Sequence[float]) -> dict[str, float | None]:
+    if not samples_ms:
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
     return {
         "n": len(samples_ms),
         "p50_ms": round(percentile(samples_ms, 50), 2),
@@ -178,7 +180,9 @@ def median_of(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     keys = [
         k for k, v in rounds[0].items() if isinstance(v, int | float) and not isinstance(v, bool)
     ]
-    return {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys}
+    return {
+        k: round(statistics.median(r[k] for r in rounds if r[k] is not None), 3) for k in keys
+    }
 
 
 def base_parser(description: str | None) -> argparse.ArgumentParser:

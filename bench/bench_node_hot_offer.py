@@ -31,6 +31,7 @@ from _common import (
     median_of,
     network,
     open_offers,
+    summarize,
     wait_for,
 )
 
@@ -44,6 +45,7 @@ class Tally:
     receipts: list[dict] = field(default_factory=list)
     conflicts: collections.Counter = field(default_factory=collections.Counter)
     failures: collections.Counter = field(default_factory=collections.Counter)
+    latencies_ms: list[float] = field(default_factory=list)  # of accepted bids
     last_receipt: float = 0.0
 
 
@@ -58,6 +60,7 @@ async def bidder(
     """Bid until the chain is taken or time is up; in-flight bids always finish."""
     url = f"{taker}/offers/{offer_id}/bids"
     while time.perf_counter() < deadline:
+        sent = time.perf_counter()
         try:
             status, body = await call(session, "POST", url, {"amount_btc": bid_btc})
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -66,6 +69,7 @@ async def bidder(
         if status == 201:
             tally.receipts.append(body)
             tally.last_receipt = time.perf_counter()
+            tally.latencies_ms.append((tally.last_receipt - sent) * 1000)
         elif status == 409:
             code = (body or {}).get("error", {}).get("code", "?")
             tally.conflicts[code] += 1
@@ -127,6 +131,8 @@ async def one_round(
         "accepted_per_s": round(len(tally.receipts) / elapsed, 1) if elapsed > 0 else 0.0,
         "elapsed_s": round(elapsed, 3),
         "exhausted": receipt_sats == offer_sats,
+        "bid_latency_p50_ms": summarize(tally.latencies_ms)["p50_ms"],
+        "bid_latency_p99_ms": summarize(tally.latencies_ms)["p99_ms"],
         "conflicts_409": sum(tally.conflicts.values()),
         "conflicts_by_code": dict(tally.conflicts),
         "failures": dict(tally.failures),

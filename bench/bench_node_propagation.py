@@ -3,11 +3,13 @@
 Why measured this way: a trader on another node can act on an offer only once their own
 node's book shows it, so the clock runs from the moment the POST /offers is sent on the
 source node (signing, DHT put and announcement all included) until the slowest other node
-lists it. The POST's own round trip is reported beside it (``reply``). Every other node is
-polled concurrently and tightly from one asyncio loop, starting before the POST, for "any
-open offer of this owner", so an announcement that beats the POST's reply is not missed.
-After each sample the offer is cancelled and the next sample waits until no node lists it,
-so books stay small and samples do not overlap. The source node rotates.
+lists it. The POST's own round trip is reported beside it (``reply``), and so is the
+part after the reply (``visible_after_reply``: pure spreading, 0 when peers saw the offer
+before its creator answered). Every other node is polled concurrently and tightly from
+one asyncio loop, starting before the POST, for "any open offer of this owner", so an
+announcement that beats the POST's reply is not missed. After each sample the offer is
+cancelled and the next sample waits until no node lists it, so books stay small and
+samples do not overlap. The source node rotates.
 
 Targets (issue 3): p50 <= 10 ms / p99 <= 30 ms at 3 nodes; p50 <= 15 / p99 <= 60 ms at 10.
 """
@@ -54,7 +56,7 @@ async def one_sample(
     poll_s: float,
     timeout: float,
 ) -> tuple[float, float]:
-    """(visible-on-all ms, POST reply ms) for one offer created on ``urls[src]``."""
+    """(visible-on-all ms, POST reply ms), both from the POST sent, for one offer on ``src``."""
     others = [u for i, u in enumerate(urls) if i != src]
     pollers = [asyncio.create_task(first_sight(session, u, owners[src], poll_s)) for u in others]
     await asyncio.sleep(0.002)  # let every poller get its first (empty) answer in flight
@@ -98,7 +100,7 @@ async def run_size(nodes: int, rounds: int, samples: int, poll_s: float, timeout
     with network(nodes) as net:
         async with http() as session:
             owners = await learn_owners(session, net.urls, timeout)
-            per_round, visible_all, reply_all = [], [], []
+            per_round, visible_all, reply_all, after_all = [], [], [], []
             for r in range(rounds):
                 visible, reply = [], []
                 for i in range(samples):
@@ -108,6 +110,7 @@ async def run_size(nodes: int, rounds: int, samples: int, poll_s: float, timeout
                 per_round.append(summarize(visible))
                 visible_all += visible
                 reply_all += reply
+                after_all += [max(0.0, v - p) for v, p in zip(visible, reply, strict=True)]
                 log(f"{nodes} nodes, round {r + 1}: {per_round[-1]}")
     p50_target, p99_target = TARGETS.get(nodes, (None, None))
     pooled = summarize(visible_all)
@@ -116,6 +119,7 @@ async def run_size(nodes: int, rounds: int, samples: int, poll_s: float, timeout
         "visible_on_all": pooled,
         "visible_on_all_median_of_rounds": median_of(per_round),
         "reply": summarize(reply_all),
+        "visible_after_reply": summarize(after_all),
         "target_p50_ms": p50_target,
         "target_p99_ms": p99_target,
         "met": p50_target is not None

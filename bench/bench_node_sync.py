@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import time
 
 import aiohttp
 from _common import (
+    ApiError,
     base_parser,
     call,
     create_offer,
@@ -53,12 +55,26 @@ async def load_offers(
     return count / (time.perf_counter() - start)
 
 
-async def has_all(session: aiohttp.ClientSession, url: str, count: int) -> bool:
-    """True once ``url`` lists ``count`` open offers (False while it is not up yet)."""
+async def lists_all(session: aiohttp.ClientSession, url: str, count: int) -> bool:
+    """True once GET /offers on ``url`` lists ``count`` open offers (False while it is down)."""
     try:
         return len(await open_offers(session, url)) >= count
-    except (aiohttp.ClientError, OSError):
+    except (aiohttp.ClientError, OSError, ApiError):
         return False
+
+
+async def open_counter(session: aiohttp.ClientSession, url: str) -> int | None:
+    """The node's own open-offer counter in /health (not in the spec; None if absent/down).
+
+    Polled first because it is cheap: fetching and parsing a 10,000-offer list on every
+    poll would load the very node being timed.
+    """
+    try:
+        _, health = await call(session, "GET", f"{url}/health")
+    except (aiohttp.ClientError, OSError):
+        return None
+    counted = health.get("offers", {}).get("open") if isinstance(health, dict) else None
+    return counted if isinstance(counted, int) else None
 
 
 async def healthy(session: aiohttp.ClientSession, url: str) -> bool:
@@ -70,16 +86,42 @@ async def healthy(session: aiohttp.ClientSession, url: str) -> bool:
 
 
 async def time_join(session: aiohttp.ClientSession, spawn, count: int, timeout: float) -> dict:
-    """Spawn one node and time it to healthy and to a complete book."""
+    """Spawn one node; seconds from spawn until healthy, until its counter shows ``count``
+    open offers, and until GET /offers lists them all (the figure that counts)."""
     start = time.perf_counter()
     proc: Proc = spawn()
+
+    async def reached(check, interval: float) -> float:
+        await wait_for(check, timeout, interval)
+        return time.perf_counter() - start
+
+    async def counter_full() -> bool:
+        return (await open_counter(session, proc.url) or 0) >= count
+
     try:
-        ready = await wait_for(lambda: healthy(session, proc.url), timeout, interval=0.005)
-        full = await wait_for(lambda: has_all(session, proc.url, count), timeout, interval=0.02)
+        ready = await reached(lambda: healthy(session, proc.url), 0.005)
+        counter = None
+        if await open_counter(session, proc.url) is not None:
+            counter = round(await reached(counter_full, 0.005), 3)
+        full = await reached(lambda: lists_all(session, proc.url, count), 0.02)
     except TimeoutError:
         raise TimeoutError(f"{proc.name} did not sync in {timeout}s:\n{proc.log_tail()}") from None
-    total = time.perf_counter() - start
-    return {"from_spawn_s": round(total, 3), "from_ready_s": round(full, 3), "ready_s": ready}
+    return {
+        "from_spawn_s": round(full, 3),
+        "from_ready_s": round(full - ready, 3),
+        "ready_s": round(ready, 3),
+        "counter_full_s": counter,
+    }
+
+
+async def list_seconds(session: aiohttp.ClientSession, url: str, repeat: int = 3) -> float:
+    """Median time of one GET /offers?status=open on a full node: the cost of looking."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        await open_offers(session, url)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 async def run(args) -> dict:
@@ -89,8 +131,9 @@ async def run(args) -> dict:
             log(f"created {args.offers} offers at {rate:.0f}/s")
             settle_start = time.perf_counter()
             for url in net.urls:  # a joiner can only get what its peers already hold
-                await wait_for(lambda u=url: has_all(session, u, args.offers), 120, 0.2)
+                await wait_for(lambda u=url: lists_all(session, u, args.offers), 120, 0.2)
             settled = time.perf_counter() - settle_start
+            list_s = await list_seconds(session, net.urls[0])
             rounds = []
             for r in range(args.rounds):
                 result = await time_join(
@@ -106,6 +149,7 @@ async def run(args) -> dict:
         "create_per_s": round(rate, 1),
         "create_concurrency": args.concurrency,
         "network_settled_s": round(settled, 3),
+        "get_offers_full_book_s": round(list_s, 3),
         "rounds": rounds,
         "median": med,
         "target_s": 2.0,
