@@ -3,18 +3,20 @@
 Every node keeps one of these for the whole network, and the matching engine
 runs on the same structure, so it is built for the engine's hot path:
 
-* Each side keeps a ``dict`` of price levels plus a ``SortedList`` of the level
-  keys. The sorted list is touched only when a level appears or disappears;
-  adding to an existing level is a dict lookup and a deque append.
+* Each side keeps a ``dict`` of price levels plus a sorted index of the level
+  keys (bucketed, with the buckets in a ``SortedList``: see ``_Side``). The
+  index is touched only when a level appears or disappears; adding to an
+  existing level is a dict lookup and a list append.
 * Level keys sort best-first on both sides: asks use the price, bids the
   negated price. One comparison (``key <= limit_key``) then says "crosses"
-  for either side, and ``keys[0]`` is always the best level.
+  for either side, and the first key is always the best level.
 * Inside a level, offers queue by ``(priority, id)``. Priorities almost always
   arrive in order, so inserting is an append; the rare out-of-order insert (a
   remainder keeping its parent's priority) bisects.
 * Cancelling is lazy: the record is marked dead (amount 0, which no live offer
   can have) and left in its queue, so a cancel in the middle of a long level is
-  O(1). Dead records are dropped when they reach the front. The invariant that
+  O(1). Dead records are dropped when they reach the front. A fill that uses up
+  a maker marks it dead the same way. The invariant that
   keeps ``best``, ``len`` and ``depth`` exact is: **the front record of every
   level is live**, and a level exists only while it has a live record.
 
@@ -23,16 +25,14 @@ the engine fills makers partially all the time, and rebuilding a frozen
 dataclass per fill would cost more than the rest of the fill. ``Entry`` objects
 are built on demand and cached until the record changes.
 
-The book is single-threaded and, like a dict, must not be modified while one
-of its iterators (``crossing``, ``entries``) is live: take ``list(...)`` first.
-Changing the remaining amount of a record during a walk is the one exception,
-and it is what the engine does.
+The book is single-threaded. Like a dict, it must not be modified while an
+``entries`` iterator is live; ``crossing`` (and the planner built on it) walks
+the book up front, so its caller may change the book while consuming it.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections import deque
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,9 @@ SIDES = ("buy", "sell")
 # Record layout: a list is cheaper to create and index than any object.
 AMOUNT, PRIORITY, ID, OWNER, PRICE, SIDE, ENTRY = range(7)
 _Rec = list[Any]
+
+BUCKET_BITS = 10  # price levels per bucket: 1024 cents, $10.24 of price
+UNLIMITED = 1 << 62  # an amount no walk can fill: more satoshis than will ever exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +70,114 @@ def _queue_key(rec: _Rec) -> tuple[int, str]:
 
 
 class _Side:
-    """One side of the book. ``sign`` maps a price to its best-first level key."""
+    """One side of the book: price levels, their keys in best-first order, and the walk.
 
-    __slots__ = ("keys", "levels", "sign")
+    ``sign`` maps a price to its level key. The keys are bucketed by
+    ``key >> BUCKET_BITS``: each bucket is a plain sorted list (C-level
+    ``insort``), and only the bucket ids live in a ``SortedList``. On a 1-cent
+    tick most new orders open a new level, and a ``SortedList.add`` per level
+    would cost as much as everything else an order does; a bucket spans a few
+    hundred adjacent price levels at most, so ``insort`` into it is cheap,
+    while the ``SortedList`` keeps the index O(log n) however spread the
+    prices. ``head`` is the first bucket, so the best level is ``head[0]``.
+
+    A level is a plain list: levels are short, and the dead records at the
+    front are cut off in one ``del queue[:n]`` per walk, not one by one.
+    """
+
+    __slots__ = ("buckets", "head", "levels", "order", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
-        self.levels: dict[int, deque[_Rec]] = {}
-        self.keys: SortedList = SortedList()
+        self.levels: dict[int, list[_Rec]] = {}
+        self.buckets: dict[int, list[int]] = {}
+        self.order: SortedList = SortedList()  # bucket ids
+        self.head: list[int] | None = None  # the first bucket; never an empty list
+
+    def level_keys(self) -> Iterator[int]:
+        """Level keys, best first."""
+        buckets = self.buckets
+        for bucket in self.order:
+            yield from buckets[bucket]
+
+    def walk(
+        self, limit_key: int, amount: int, exclude_owner: str | None
+    ) -> list[tuple[_Rec, int]]:
+        """THE matching loop: ``(record, amount to take)`` best first until ``amount`` is filled.
+
+        Only makers whose level key is ``<= limit_key`` cross. ``exclude_owner``'s
+        records are skipped, not stopped at: self-trade prevention must not hide
+        the better offers of others behind one's own. The engine, the node's
+        planner and ``Book.crossing`` all walk through here. It returns a list
+        rather than yielding, because the engine changes the records it gets
+        back and a finished list cannot be confused by that.
+        """
+        fills: list[tuple[_Rec, int]] = []
+        levels, buckets = self.levels, self.buckets
+        for bucket in self.order:
+            for key in buckets[bucket]:
+                if key > limit_key:
+                    return fills
+                for rec in levels[key]:
+                    available = rec[AMOUNT]
+                    if available and rec[OWNER] != exclude_owner:
+                        if available >= amount:
+                            fills.append((rec, amount))
+                            return fills
+                        fills.append((rec, available))
+                        amount -= available
+        return fills
+
+    def enqueue(self, rec: _Rec) -> None:
+        """Queue a record at its level by ``(priority, id)``; almost always an append."""
+        key = rec[PRICE] * self.sign
+        queue = self.levels.get(key)
+        if queue is None:  # a new level: on a 1-cent tick, most orders open one
+            self.levels[key] = [rec]
+            bucket = key >> BUCKET_BITS
+            keys = self.buckets.get(bucket)
+            if keys is None:
+                keys = self.buckets[bucket] = [key]
+                self.order.add(bucket)
+                if self.head is None or key < self.head[0]:
+                    self.head = keys
+            else:
+                insort(keys, key)
+            return
+        last = queue[-1]
+        if last[PRIORITY] < rec[PRIORITY] or (
+            last[PRIORITY] == rec[PRIORITY] and last[ID] <= rec[ID]
+        ):
+            queue.append(rec)
+        else:  # a remainder keeping its parent's priority, or a replace keeping its own
+            queue.insert(bisect_right(queue, _queue_key(rec), key=_queue_key), rec)
+
+    def trim(self, key: int) -> None:
+        """Cut the dead records off the front of a level, and the level once it is empty."""
+        queue = self.levels[key]
+        size = len(queue)
+        dead = 0
+        while dead < size and not queue[dead][AMOUNT]:
+            dead += 1
+        if dead < size:
+            if dead:
+                del queue[:dead]
+            return
+        del self.levels[key]
+        bucket = key >> BUCKET_BITS
+        keys = self.buckets[bucket]
+        if keys[0] == key:
+            del keys[0]
+        else:
+            del keys[bisect_left(keys, key)]
+        if keys:
+            return
+        del self.buckets[bucket]
+        if keys is self.head:
+            self.order.pop(0)
+            self.head = self.buckets[self.order[0]] if self.order else None
+        else:
+            self.order.remove(bucket)
 
 
 class Book:
@@ -93,8 +196,7 @@ class Book:
         its queue (an amount change must not cost time priority); anything else
         re-queues it by its (possibly unchanged) priority at its new price.
         """
-        if entry.side not in self._sides:
-            raise ValueError(f"side must be 'buy' or 'sell', not {entry.side!r}")
+        side = self._side(entry.side)
         if entry.amount <= 0 or entry.price <= 0:
             raise ValueError("an open offer needs a positive price and amount")
         old = self._recs.get(entry.id)
@@ -107,14 +209,14 @@ class Book:
             self._unlink(old)
         rec = [entry.amount, entry.priority, entry.id, entry.owner, entry.price, entry.side, entry]
         self._recs[entry.id] = rec
-        self._enqueue(rec)
+        side.enqueue(rec)
 
     def remove(self, id: str) -> Entry | None:
-        rec = self._recs.pop(id, None)
+        rec = self._recs.get(id)
         if rec is None:
             return None
         entry = _entry(rec)
-        self._unlink(rec)
+        self._discard(id)
         return entry
 
     def get(self, id: str) -> Entry | None:
@@ -129,27 +231,27 @@ class Book:
 
     def best(self, side: str) -> Entry | None:
         """Best bid (highest buy) or best ask (lowest sell); ties by (priority, id)."""
-        s = self._sides[side]
-        if not s.keys:
+        s = self._side(side)
+        if s.head is None:
             return None
-        return _entry(s.levels[s.keys[0]][0])
+        return _entry(s.levels[s.head[0]][0])
 
     def crossing(
         self, taker_side: str, limit_price: int, exclude_owner: str | None = None
     ) -> Iterator[Entry]:
         """Offers a ``taker_side`` order at ``limit_price`` would trade with, best first.
 
-        ``exclude_owner``'s offers are skipped, not stopped at: self-trade
-        prevention must not hide the better offers of others behind one's own.
+        ``exclude_owner``'s offers are skipped (self-trade prevention). This is a
+        snapshot taken at the call, so the caller may change the book meanwhile.
         """
-        for rec in self._crossing_recs(taker_side, limit_price, exclude_owner):
-            yield _entry(rec)
+        walk = self._walk(taker_side, limit_price, UNLIMITED, exclude_owner)
+        return iter([_entry(rec) for rec, _ in walk])
 
     def depth(self, side: str, levels: int | None = None) -> list[tuple[int, int, int]]:
         """``(price, total amount, number of offers)`` per price level, best first."""
         out: list[tuple[int, int, int]] = []
-        s = self._sides[side]
-        for key in s.keys:
+        s = self._side(side)
+        for key in s.level_keys():
             if levels is not None and len(out) >= levels:
                 break
             amounts = [rec[AMOUNT] for rec in s.levels[key] if rec[AMOUNT]]
@@ -159,57 +261,42 @@ class Book:
     def entries(self, side: str | None = None) -> Iterator[Entry]:
         """All live entries, best first; with no side, bids first, then asks."""
         for name in SIDES if side is None else (side,):
-            s = self._sides[name]
-            for key in s.keys:
+            s = self._side(name)
+            for key in s.level_keys():
                 for rec in s.levels[key]:
                     if rec[AMOUNT]:
                         yield _entry(rec)
 
     # -- engine interface (used by p2p_offers.matching) ------------------------
 
-    def _crossing_recs(
-        self, taker_side: str, limit_price: int, exclude_owner: str | None
-    ) -> Iterator[_Rec]:
-        """Live records that cross, best first. Only amounts may change meanwhile."""
-        s = self._sides[opposite(taker_side)]
-        limit_key = limit_price * s.sign
-        levels = s.levels
-        for key in s.keys:
-            if key > limit_key:
-                return
-            for rec in levels[key]:
-                if rec[AMOUNT] and rec[OWNER] != exclude_owner:
-                    yield rec
+    def _walk(
+        self, taker_side: str, limit_price: int, amount: int, exclude_owner: str | None
+    ) -> list[tuple[_Rec, int]]:
+        """``_Side.walk`` over the makers a ``taker_side`` order would meet."""
+        s = self._side(opposite(taker_side))
+        return s.walk(limit_price * s.sign, amount, exclude_owner)
 
     def _rest(self, id: str, side: str, price: int, amount: int, priority: int, owner: str) -> None:
         """``add`` for the engine: a new id, no ``Entry`` built unless someone asks."""
         rec = [amount, priority, id, owner, price, side, None]
         self._recs[id] = rec
-        self._enqueue(rec)
+        self._sides[side].enqueue(rec)
 
-    def _settle(self, side: str, prices: list[int]) -> None:
-        """Restore the front-is-live invariant on levels whose records a walk used up.
-
-        The engine zeroes makers' amounts while walking (structural changes would
-        break the walk) and settles the levels afterwards, in walk order.
-        """
-        s = self._sides[side]
-        for price in prices:
-            self._trim(s, price * s.sign)
+    def _discard(self, id: str) -> bool:
+        """``remove`` without building the ``Entry`` it would return."""
+        rec = self._recs.pop(id, None)
+        if rec is None:
+            return False
+        self._unlink(rec)
+        return True
 
     # -- internals -------------------------------------------------------------
 
-    def _enqueue(self, rec: _Rec) -> None:
-        s = self._sides[rec[SIDE]]
-        key = rec[PRICE] * s.sign
-        queue = s.levels.get(key)
-        if queue is None:
-            s.levels[key] = deque((rec,))
-            s.keys.add(key)
-        elif _queue_key(queue[-1]) <= _queue_key(rec):
-            queue.append(rec)
-        else:
-            queue.insert(bisect_right(queue, _queue_key(rec), key=_queue_key), rec)
+    def _side(self, side: str) -> _Side:
+        try:
+            return self._sides[side]
+        except KeyError:
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}") from None
 
     def _unlink(self, rec: _Rec) -> None:
         """Take a record out of its level lazily; the caller has dropped it from ``_recs``."""
@@ -218,22 +305,7 @@ class Book:
         s = self._sides[rec[SIDE]]
         key = rec[PRICE] * s.sign
         if s.levels[key][0] is rec:
-            self._trim(s, key)
-
-    @staticmethod
-    def _trim(s: _Side, key: int) -> None:
-        """Drop dead records from the front of a level, and the level once it is empty."""
-        queue = s.levels.get(key)
-        if queue is None:
-            return
-        while queue and not queue[0][AMOUNT]:
-            queue.popleft()
-        if not queue:
-            del s.levels[key]
-            if s.keys[0] == key:
-                s.keys.pop(0)
-            else:
-                s.keys.remove(key)
+            s.trim(key)
 
 
 def _entry(rec: _Rec) -> Entry:
