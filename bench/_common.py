@@ -72,7 +72,13 @@ def network(nodes: int, grapes: int = 3, node_extra: Sequence[str] = ()) -> Iter
             grape_procs, node_procs = local_network(
                 cluster, grapes, nodes, dht, api, node_ports, root, node_extra=node_extra
             )
-            yield Network(cluster, grape_procs, node_procs, root, node_extra)
+            net = Network(cluster, grape_procs, node_procs, root, node_extra)
+            try:
+                yield net
+            except BaseException:  # the temp dir goes away: show the logs while they exist
+                for proc in [*grape_procs, *node_procs, *net.extra_nodes]:
+                    log(f"--- {proc.name} ({proc.log_path.name})\n{proc.log_tail(20)}")
+                raise
 
 
 # -- REST client -----------------------------------------------------------------------------
@@ -180,9 +186,7 @@ def median_of(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     keys = [
         k for k, v in rounds[0].items() if isinstance(v, int | float) and not isinstance(v, bool)
     ]
-    return {
-        k: round(statistics.median(r[k] for r in rounds if r[k] is not None), 3) for k in keys
-    }
+    return {k: round(statistics.median(r[k] for r in rounds if r[k] is not None), 3) for k in keys}
 
 
 def base_parser(description: str | None) -> argparse.ArgumentParser:

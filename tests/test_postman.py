@@ -49,18 +49,25 @@ def _newman() -> Path:
     return binary
 
 
-def test_collection_runs_green(cluster, tmp_path):
+@pytest.mark.parametrize("token", [None, "postman-test-token"], ids=["open", "api-token"])
+def test_collection_runs_green(cluster, tmp_path, token):
+    """As after `make start-all`; and with --api-token, which the collection must send."""
     if not node_js_available():
         pytest.skip("Node.js and npm are not installed; newman needs them")
     newman = _newman()
 
     ports = free_ports(9)
     dht, api, nodes = ports[0:3], ports[3:6], ports[6:9]
-    _, node_procs = local_network(cluster, 3, 3, dht, api, nodes, tmp_path / "data")
+    node_extra = ["--api-token", token] if token else []
+    _, node_procs = local_network(
+        cluster, 3, 3, dht, api, nodes, tmp_path / "data", node_extra=node_extra
+    )
 
     argv = [str(newman), "run", str(COLLECTION), "-e", str(ENVIRONMENT)]
     for i, proc in enumerate(node_procs):
         argv += ["--env-var", f"node{i}={proc.url}"]
+    if token:
+        argv += ["--env-var", f"api_token={token}"]
     argv += ["--reporters", "cli", "--color", "off", "--disable-unicode", "--timeout", "120000"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
 
