@@ -24,7 +24,9 @@ class DocError(ValueError):
     """A document that is not well formed; the message names the field."""
 
 
-def exact_keys(doc: object, required: set[str], optional: set[str] = frozenset()) -> Mapping:
+def exact_keys(
+    doc: object, required: set[str] | frozenset[str], optional: frozenset[str] = frozenset()
+) -> Mapping:
     """``doc`` must be an object with all ``required`` keys and nothing unknown."""
     if not isinstance(doc, dict):
         raise DocError("document must be a JSON object")

@@ -62,13 +62,20 @@ class Api:
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             op = Operation(
-                method, path, summary, handler, body, query, response, status, errors, auth,
+                method,
+                path,
+                summary,
+                handler,
+                body,
+                query,
+                response,
+                status,
+                errors,
+                auth,
                 on_invalid,
             )
             self.operations.append(op)
-            self.blueprint.add_url_rule(
-                path, f"{handler.__name__}", _view(op), methods=[method]
-            )
+            self.blueprint.add_url_rule(path, f"{handler.__name__}", _view(op), methods=[method])
             return handler
 
         return register

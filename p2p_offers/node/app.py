@@ -71,6 +71,9 @@ def serve(config: NodeConfig) -> int:
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)  # waitress's run() catches it and closes its sockets
 
+    # Queue-depth warnings fire on every burst; the backlog is expected under load and
+    # logging it costs the worker threads CPU exactly when they are busiest.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:

@@ -194,9 +194,7 @@ class OfferIndex:
 
     def open_by_owner(self, owner: str) -> list[SignedOffer]:
         with self._lock:
-            return [
-                self._held[e.id].signed for e in self._book.entries() if e.owner == owner
-            ]
+            return [self._held[e.id].signed for e in self._book.entries() if e.owner == owner]
 
     def take_dirty(self) -> list[tuple[str, str, int, int]]:
         """(id, owner, seq, expires) of records applied since the last call, for persisting."""

@@ -32,9 +32,7 @@ def health(node: Any) -> dict[str, Any]:
 
 @public.route("GET", "/peers", summary="Other nodes found in the DHT", response=models.PeersOut)
 def peers(node: Any) -> dict[str, Any]:
-    return {
-        "peers": [{"address": p.address, "client_id": p.client_id} for p in node.peers.nodes()]
-    }
+    return {"peers": [{"address": p.address, "client_id": p.client_id} for p in node.peers.nodes()]}
 
 
 @public.route("GET", "/openapi.json", summary="This document")

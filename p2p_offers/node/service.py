@@ -16,7 +16,7 @@ both take the same satoshis, while bids on different offers run in parallel.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from nacl.signing import SigningKey
@@ -52,9 +52,9 @@ class OfferService:
         self.clock = clock
         self.default_ttl_ms = default_ttl_ms
         self._guard = threading.Lock()  # protects the dicts below; never held while waiting
-        self._locks: dict[str, threading.Lock] = {}
+        self._chains: dict[str, _Chain] = {}
         self._heads: dict[str, OwnVersion] = {}  # chain root -> its open record
-        self._root_of: dict[str, str] = {}  # open record id -> chain root
+        self._known: dict[str, tuple[str, int]] = {}  # own record id -> (chain root, newest seq)
 
     # -- start -----------------------------------------------------------------------------
 
@@ -64,7 +64,7 @@ class OfferService:
         with self._guard:
             for row in heads:
                 self._heads[row.latest.root] = row.latest
-                self._root_of[row.latest.signed.id] = row.latest.root
+                self._known[row.latest.signed.id] = (row.latest.root, row.latest.signed.seq)
         for row in heads:
             self.index.apply(row.latest.signed)
         rows = self.store.unpublished() + heads
@@ -108,7 +108,7 @@ class OfferService:
         versions = []
         try:
             for root, offer_id in due:
-                lock = self._lock_for(root)
+                lock = self._chain_of(root).lock
                 if not lock.acquire(blocking=False):
                     continue
                 locked.append(lock)
@@ -130,10 +130,12 @@ class OfferService:
     def accept_bid(self, bid: Bid) -> Receipt:
         """Fill a taker's bid on one of our offers, or say precisely why not.
 
-        Order of checks: authenticity, addressee, the offer exists, then under
-        the chain lock: already answered (a retry gets the same receipt), open,
-        terms unchanged, not expired, enough left. Exactly one outcome is made
-        durable per bid id, so a retried bid can never fill twice.
+        Authenticity and addressee are checked first, outside any lock. The bid
+        then joins its chain's queue; whichever thread holds the chain lock
+        settles every queued bid in arrival order against the evolving head and
+        commits them all in ONE transaction (group commit: a hot offer costs one
+        fsync per batch, not per bid). Every bid's outcome is durable before any
+        of them is answered, and exactly one outcome is recorded per bid id.
         """
         try:
             bid.verify()
@@ -144,54 +146,94 @@ class OfferService:
         if bid.maker != self.me:
             raise errors.not_owner(bid.offer_id)
         root = self._root(bid.offer_id)
-        with self._chain(root):
-            answered = self.store.fill(bid.bid_id, MAKER)
-            if answered is not None:
-                return _same_bid_or_conflict(answered, bid)
-            with self._guard:
-                head = self._heads.get(root)
-            if head is None:
-                raise errors.conflict("offer_taken", f"offer {bid.offer_id} is no longer open")
-            offer = head.signed.offer
-            named_seq = head.signed.seq if head.signed.id == bid.offer_id else None
-            if named_seq is None:
-                row = self.store.own(bid.offer_id)
-                named_seq = row.latest.signed.seq if row else 0
-            if bid.offer_seq > named_seq or bid.price != offer.price:
-                raise errors.conflict(
-                    "stale_offer",
-                    "the offer's terms changed since the version bid on",
-                    {"offer_id": head.signed.id, "seq": head.signed.seq, "price": offer.price},
-                )
-            now = self.clock()
-            if offer.expires <= now:
-                raise errors.conflict("offer_expired", f"offer {head.signed.id} has expired")
-            if bid.amount > offer.amount:
-                raise errors.conflict(
-                    "insufficient_amount",
-                    f"bid for {bid.amount} sats, {offer.amount} left",
-                    {"offer_id": head.signed.id, "available": offer.amount},
-                )
-            filled, rest = offer.fill_with(bid.bid_id, bid.amount, bid.taker, now, new_id())
-            versions = [self._sign_next(head, filled)]
-            if rest is not None:
-                first = offers.sign(self.key, rest, offers.FIRST_SEQ)
-                versions.append(OwnVersion(first, root, head.ttl_ms))
-            receipt = make_receipt(
-                self.key,
-                bid,
-                offer_id=filled.id,
-                remainder=rest.id if rest else None,
-                now_ms=now,
-            )
+        chain = self._chain_of(root)
+        slot = _Slot(bid)
+        with self._guard:
+            chain.queue.append(slot)
+        with chain.lock:
+            if not slot.done:
+                with self._guard:
+                    batch, chain.queue = chain.queue, []
+                self._settle(root, batch)
+        return slot.outcome()
+
+    def _settle(self, root: str, batch: list[_Slot]) -> None:
+        """Decide every bid of ``batch`` in order, then make all fills durable at once."""
+        with self._guard:
+            head = self._heads.get(root)
+        now = self.clock()
+        versions: list[OwnVersion] = []
+        fills: list[StoredFill] = []
+        seen: dict[str, _Slot] = {}
+        for slot in batch:
             try:
-                self._commit(versions, StoredFill(bid, receipt, MAKER))
-            except DuplicateBid:
-                answered = self.store.fill(bid.bid_id, MAKER)
-                if answered is None:
-                    raise
-                return _same_bid_or_conflict(answered, bid)
-            return receipt
+                if slot.bid.bid_id in seen:  # the same bid twice in one batch (a fast retry)
+                    slot.receipt = _same_bid_or_conflict(seen[slot.bid.bid_id].stored(), slot.bid)
+                    continue
+                seen[slot.bid.bid_id] = slot
+                answered = self.store.fill(slot.bid.bid_id, MAKER)
+                if answered is not None:
+                    slot.receipt = _same_bid_or_conflict(answered, slot.bid)
+                    continue
+                head, made, slot.receipt = self._fill(root, head, slot.bid, now)
+                versions += made
+                fills.append(StoredFill(slot.bid, slot.receipt, MAKER))
+            except errors.ApiError as exc:
+                slot.error = exc
+        try:
+            if fills:
+                self._commit(versions, fills)
+        except DuplicateBid:
+            # A bid id recorded meanwhile through another chain: nothing was written.
+            # Settle one by one, so only that bid is answered from the record.
+            for slot in batch:
+                slot.reset()
+            if len(batch) == 1 and self.store.fill(batch[0].bid.bid_id, MAKER) is None:
+                raise
+            for slot in batch:
+                self._settle(root, [slot])
+            return
+        except Exception as exc:  # nothing durable, so nobody may be told "filled"
+            for slot in batch:
+                if slot.error is None:
+                    slot.receipt, slot.error = None, exc
+            raise
+        finally:
+            for slot in batch:
+                slot.done = True
+
+    def _fill(
+        self, root: str, head: OwnVersion | None, bid: Bid, now: int
+    ) -> tuple[OwnVersion | None, list[OwnVersion], Receipt]:
+        """Check ``bid`` against the chain's head; return the new head, versions and receipt."""
+        if head is None:
+            raise errors.conflict("offer_taken", f"offer {bid.offer_id} is no longer open")
+        offer = head.signed.offer
+        named_seq = head.signed.seq if head.signed.id == bid.offer_id else self._seq(bid.offer_id)
+        if bid.offer_seq > named_seq or bid.price != offer.price:
+            raise errors.conflict(
+                "stale_offer",
+                "the offer's terms changed since the version bid on",
+                {"offer_id": head.signed.id, "seq": head.signed.seq, "price": offer.price},
+            )
+        if offer.expires <= now:
+            raise errors.conflict("offer_expired", f"offer {head.signed.id} has expired")
+        if bid.amount > offer.amount:
+            raise errors.conflict(
+                "insufficient_amount",
+                f"bid for {bid.amount} sats, {offer.amount} left",
+                {"offer_id": head.signed.id, "available": offer.amount},
+            )
+        filled, rest = offer.fill_with(bid.bid_id, bid.amount, bid.taker, now, new_id())
+        made = [self._sign_next(head, filled)]
+        new_head = None
+        if rest is not None:
+            new_head = OwnVersion(offers.sign(self.key, rest, offers.FIRST_SEQ), root, head.ttl_ms)
+            made.append(new_head)
+        receipt = make_receipt(
+            self.key, bid, offer_id=filled.id, remainder=rest.id if rest else None, now_ms=now
+        )
+        return new_head, made, receipt
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -210,13 +252,22 @@ class OfferService:
 
     def _root(self, offer_id: str) -> str:
         """The chain an id belongs to; 403 for another owner's offer, 404 for an unknown id."""
+        return self._lookup(offer_id)[0]
+
+    def _seq(self, offer_id: str) -> int:
+        return self._lookup(offer_id)[1]
+
+    def _lookup(self, offer_id: str) -> tuple[str, int]:
         with self._guard:
-            root = self._root_of.get(offer_id)
-        if root is not None:
-            return root
+            known = self._known.get(offer_id)
+        if known is not None:
+            return known
         row = self.store.own(offer_id)
         if row is not None:
-            return row.latest.root
+            known = (row.latest.root, row.latest.signed.seq)
+            with self._guard:
+                self._known.setdefault(offer_id, known)
+            return known
         held = self.index.get(offer_id)
         if held is not None and held.signed.owner != self.me:
             raise errors.not_owner(offer_id)
@@ -230,16 +281,16 @@ class OfferService:
             raise errors.conflict("offer_not_open", f"offer {offer_id} is no longer open")
         return head
 
-    def _lock_for(self, root: str) -> threading.Lock:
+    def _chain_of(self, root: str) -> _Chain:
         with self._guard:
-            lock = self._locks.get(root)
-            if lock is None:
-                lock = self._locks[root] = threading.Lock()
-            return lock
+            chain = self._chains.get(root)
+            if chain is None:
+                chain = self._chains[root] = _Chain()
+            return chain
 
     @contextmanager
     def _chain(self, root: str) -> Iterator[None]:
-        with self._lock_for(root):
+        with self._chain_of(root).lock:
             yield
 
     def _sign_next(self, head: OwnVersion, offer: offers.Offer) -> OwnVersion:
@@ -250,22 +301,57 @@ class OfferService:
         self._commit([version])
         return version.signed
 
-    def _commit(self, versions: list[OwnVersion], fill: StoredFill | None = None) -> None:
+    def _commit(self, versions: list[OwnVersion], fills: Iterable[StoredFill] = ()) -> None:
         """Durable first, then visible, then published (see the module docstring)."""
-        self.store.save(versions, fill)
+        self.store.save(versions, fills)
         with self._guard:
             for v in versions:
+                self._known[v.signed.id] = (v.root, v.signed.seq)
                 if v.signed.offer.status == OPEN:
                     self._heads[v.root] = v
-                    self._root_of[v.signed.id] = v.root
                 else:
-                    self._root_of.pop(v.signed.id, None)
                     head = self._heads.get(v.root)
                     if head is not None and head.signed.id == v.signed.id:
                         del self._heads[v.root]
         for v in versions:
             self.index.apply(v.signed)
         self.publisher.publish(v.signed for v in versions)
+
+
+class _Chain:
+    """One offer chain's lock and the bids waiting for whoever holds it."""
+
+    __slots__ = ("lock", "queue")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[_Slot] = []
+
+
+class _Slot:
+    """A bid waiting in its chain's queue, and what became of it."""
+
+    __slots__ = ("bid", "done", "error", "receipt")
+
+    def __init__(self, bid: Bid) -> None:
+        self.bid = bid
+        self.reset()
+
+    def reset(self) -> None:
+        self.done = False
+        self.receipt: Receipt | None = None
+        self.error: Exception | None = None
+
+    def stored(self) -> StoredFill:
+        if self.receipt is None:
+            raise self.error or errors.conflict("duplicate_bid", "bid already decided")
+        return StoredFill(self.bid, self.receipt, MAKER)
+
+    def outcome(self) -> Receipt:
+        if self.error is not None:
+            raise self.error
+        assert self.receipt is not None
+        return self.receipt
 
 
 def _transition(change: Callable[[], offers.Offer]) -> offers.Offer:

@@ -122,10 +122,10 @@ class Store:
 
     # -- own offers --------------------------------------------------------------------------
 
-    def save(self, versions: Iterable[OwnVersion], fill: StoredFill | None = None) -> None:
-        """One state change, durable on return: new versions and, for a fill, its receipt.
+    def save(self, versions: Iterable[OwnVersion], fills: Iterable[StoredFill] = ()) -> None:
+        """One transaction, durable on return: new versions and the receipts of fills.
 
-        Raises ``DuplicateBid`` (and changes nothing) if the fill's bid is already recorded.
+        Raises ``DuplicateBid`` (and changes nothing) if a fill's bid is already recorded.
         """
         try:
             with self._tx() as db:
@@ -140,11 +140,11 @@ class Store:
                         "INSERT INTO own_versions (id, seq, record) VALUES (?, ?, ?)",
                         (v.signed.id, v.signed.seq, json.dumps(v.signed.record.to_json())),
                     )
-                if fill is not None:
+                for fill in fills:
                     self._insert_fill(db, fill)
         except sqlite3.IntegrityError as exc:
-            if fill is not None and "receipts" in str(exc):
-                raise DuplicateBid(fill.bid.bid_id) from None
+            if "receipts" in str(exc):
+                raise DuplicateBid(str(exc)) from None
             raise
 
     def own(self, offer_id: str) -> OwnRow | None:
@@ -172,9 +172,7 @@ class Store:
         return [_own_row(r) for r in rows]
 
     def history(self, offer_id: str) -> list[SignedOffer]:
-        rows = self._query(
-            "SELECT record FROM own_versions WHERE id = ? ORDER BY seq", (offer_id,)
-        )
+        rows = self._query("SELECT record FROM own_versions WHERE id = ? ORDER BY seq", (offer_id,))
         return [_signed(r[0]) for r in rows]
 
     def mark_published(self, items: Iterable[tuple[str, int]]) -> None:
