@@ -17,6 +17,8 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
   targets) and pushed every key at once (store storms): fixed and bounded;
 - the RPC timeout is short and configurable, and contacts that timed out are
   remembered briefly so a crawl does not wait for the same dead node again;
+- ``find_neighbors`` (run by every handler) ranks all contacts in one pass:
+  upstream walks buckets through a generator, comparing addresses per node;
 - datagrams are handled synchronously with the C ``msgpack`` (same bytes on
   the wire as rpcudp's pure-Python umsgpack): rpcudp spawns two tasks per
   request, and those plus umsgpack were most of a grape's per-RPC cost.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import heapq
 import logging
 import os
 import time
@@ -36,6 +39,7 @@ from typing import Any, TypeVar
 import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
+from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
 from p2p_offers import records
@@ -45,7 +49,7 @@ from p2p_offers.records import RecordError
 log = logging.getLogger(__name__)
 
 OK = 0  # rpc_put's answer when the record was stored
-DEAD_MEMORY = 10.0  # seconds a contact that timed out is skipped by crawls
+DEAD_MEMORY = 30.0  # seconds a contact that timed out is skipped (any message from it clears)
 WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
 WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
 WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
@@ -96,6 +100,24 @@ def parse_nodes(value: object, exclude: bytes) -> list[Node]:
     return nodes
 
 
+class GrapeRoutingTable(RoutingTable):
+    def contacts(self) -> list[Node]:
+        return [node for bucket in self.buckets for node in bucket.nodes.values()]
+
+    def find_neighbors(
+        self, node: Node, k: int | None = None, exclude: Node | None = None
+    ) -> list[Node]:
+        """The k contacts closest to ``node`` (never ``node`` itself nor ``exclude``'s address)."""
+        self.buckets[self.get_bucket_for(node)].touch_last_updated()  # as upstream: not lonely
+        target = node.long_id
+        candidates = [
+            c
+            for c in self.contacts()
+            if c.id != node.id and (exclude is None or not c.same_home_as(exclude))
+        ]
+        return heapq.nsmallest(k or self.ksize, candidates, key=lambda c: c.long_id ^ target)
+
+
 class GrapeProtocol(KademliaProtocol):
     def __init__(
         self,
@@ -106,6 +128,7 @@ class GrapeProtocol(KademliaProtocol):
         rpc_timeout: float,
     ) -> None:
         super().__init__(source_node, storage, ksize)
+        self.router = GrapeRoutingTable(self, ksize, source_node)
         self.storage: RecordStorage = storage
         self.peers = peers
         self._wait_timeout = rpc_timeout
@@ -330,17 +353,21 @@ class GrapeProtocol(KademliaProtocol):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _newcomer_is_close(self, node: Node, key: bytes) -> bool:
-        """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest."""
-        target = Node(key)
-        neighbors = self.router.find_neighbors(target, exclude=node)
-        if not neighbors:
-            return True
-        full = len(neighbors) >= self.router.ksize
-        new_node_close = not full or node.distance_to(target) < neighbors[-1].distance_to(target)
-        return new_node_close and self.source_node.distance_to(target) < neighbors[0].distance_to(
-            target
-        )
+    def _newcomer_is_close(self, node: Node, key: bytes, others: list[int]) -> bool:
+        """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest.
+
+        ``others`` are the long ids of our other contacts; one pass over plain ints
+        per key, because a newcomer may be handed thousands of keys.
+        """
+        target = int.from_bytes(key, "big")
+        ours, theirs = self.source_node.long_id ^ target, node.long_id ^ target
+        closer_than_newcomer = 0
+        for other in others:
+            distance = other ^ target
+            if distance < ours:
+                return False
+            closer_than_newcomer += distance < theirs
+        return closer_than_newcomer < self.router.ksize
 
     async def _hand_off(self, node: Node) -> None:
         """Send the newcomer its items a few at a time; stop at the first timeout (it left)."""
@@ -357,11 +384,12 @@ class GrapeProtocol(KademliaProtocol):
             (self.call_put, (key, value, None, left)) for key, value, left in self.storage.items()
         ]
         items += [(self.call_announce, item) for item in self.peers.items()]
+        others = [c.long_id for c in self.router.contacts() if c.id != node.id]
         sends = []
         for index, (call, args) in enumerate(items):
             if index % 256 == 255:
                 await asyncio.sleep(0)  # thousands of keys must not stall the loop
-            if self._newcomer_is_close(node, args[0]) and state["sent"] < WELCOME_LIMIT:
+            if state["sent"] < WELCOME_LIMIT and self._newcomer_is_close(node, args[0], others):
                 state["sent"] += 1
                 sends.append(send(call, *args))
         await asyncio.gather(*sends)

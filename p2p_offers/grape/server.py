@@ -42,7 +42,8 @@ from p2p_offers.records import Record, RecordError
 log = logging.getLogger(__name__)
 
 CACHE_LIMIT = 10_000  # keys whose closest nodes are remembered
-REPUBLISH_PARALLEL = 16  # keys republished at once
+REPUBLISH_PARALLEL = 4  # keys republished at once: background work, no bursts
+RECEIVE_BUFFER = 1 << 20  # bytes; the kernel caps it at net.core.rmem_max
 
 
 class NoPeersError(RuntimeError):
@@ -72,6 +73,14 @@ class GrapeServer(Server):
 
     # -- life cycle --------------------------------------------------------------------------
 
+    async def listen(self, port: int, interface: str = "0.0.0.0") -> None:
+        """As upstream, with a larger receive buffer: bursts of replies to parallel queries
+        overflow the default one, and every dropped reply costs a full RPC timeout."""
+        await super().listen(port, interface)
+        with contextlib.suppress(OSError, AttributeError):
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
     async def start(self, wait_bootstrap: bool = False) -> None:
         """Listen, then bootstrap and maintain in the background (or bootstrap once first)."""
         await self.listen(self.config.dht_port, self.config.host)
@@ -93,7 +102,7 @@ class GrapeServer(Server):
         task.add_done_callback(self._tasks.discard)
 
     def contacts(self) -> list[Node]:
-        return [node for bucket in self.protocol.router.buckets for node in bucket.get_nodes()]
+        return self.protocol.router.contacts()
 
     @property
     def isolated(self) -> bool:
