@@ -51,6 +51,23 @@ class Version:
 class Held:
     signed: SignedOffer
     history: list[Version] = field(default_factory=list)
+    _renders: dict[str, tuple[SignedOffer, str]] = field(default_factory=dict)
+
+    def rendered(self, kind: str, render: Callable[[SignedOffer], str]) -> str:
+        """``render(self.signed)``, computed once per version and kind.
+
+        A node serves the same records over and over (book listings, sync pages
+        for every joining peer); rendering each version once makes a 10,000-offer
+        reply a string join. The cache entry names the version it was made
+        from, so a render racing with a newer version is simply not reused.
+        """
+        signed = self.signed
+        hit = self._renders.get(kind)
+        if hit is not None and hit[0] is signed:
+            return hit[1]
+        text = render(signed)
+        self._renders[kind] = (signed, text)
+        return text
 
 
 class OfferIndex:
@@ -158,37 +175,39 @@ class OfferIndex:
         status: str | None = None,
         owner: str | None = None,
         limit: int | None = None,
-    ) -> list[SignedOffer]:
-        """Held offers matching every given filter, best price first for open ones."""
+    ) -> list[Held]:
+        """Held offers matching every given filter, best price first for open ones.
+
+        The ``Held`` objects are the index's own: read them, never change them.
+        """
         with self._lock:
             if status == OPEN:
-                ids = [e.id for e in self._book.entries(side)]
-                pool = [self._held[i].signed for i in ids]
+                pool = [self._held[e.id] for e in self._book.entries(side)]
             else:
-                pool = [h.signed for h in self._held.values()]
+                pool = list(self._held.values())
         out = [
-            s
-            for s in pool
-            if (side is None or s.offer.side == side)
-            and (status is None or s.offer.status == status)
-            and (owner is None or s.owner == owner)
+            h
+            for h in pool
+            if (side is None or h.signed.offer.side == side)
+            and (status is None or h.signed.offer.status == status)
+            and (owner is None or h.signed.owner == owner)
         ]
         if status != OPEN:
-            out.sort(key=lambda s: (s.offer.priority, s.id))
+            out.sort(key=lambda h: (h.signed.offer.priority, h.signed.id))
         return out[:limit] if limit is not None else out
 
     def depth(self, side: str, levels: int | None = None) -> list[tuple[int, int, int]]:
         with self._lock:
             return self._book.depth(side, levels)
 
-    def open_page(self, cursor: str | None, limit: int) -> tuple[list[SignedOffer], str | None]:
+    def open_page(self, cursor: str | None, limit: int) -> tuple[list[Held], str | None]:
         """Open offers with ids after ``cursor``, in id order: stable paging as the book moves."""
         with self._lock:
             if cursor:
                 ids = list(self._open_ids.irange(cursor, inclusive=(False, False)))[:limit]
             else:
                 ids = list(self._open_ids[:limit])
-            page = [self._held[i].signed for i in ids]
+            page = [self._held[i] for i in ids]
             more = bool(ids) and self._open_ids.bisect_right(ids[-1]) < len(self._open_ids)
         return page, (ids[-1] if more else None)
 

@@ -31,7 +31,7 @@ import requests
 
 from p2p_offers.link import GrapeError, Link
 from p2p_offers.node.peers import Peer, Peers
-from p2p_offers.offers import SignedOffer
+from p2p_offers.offers import OPEN, SignedOffer
 from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,10 @@ class Publisher:
                     self._count("put_failed")
                     return False
             with self._cond:
-                self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
+                if signed.offer.status == OPEN:
+                    self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
+                else:  # a closed record never changes again: nothing left to guard with cas
+                    self._in_dht.pop(signed.id, None)
             self._count("put")
             return True
         return False

@@ -18,6 +18,7 @@ from p2p_offers.node import errors, models
 from p2p_offers.node.api import Api, openapi
 from p2p_offers.node.index import Version
 from p2p_offers.node.intake import MALFORMED
+from p2p_offers.offers import SignedOffer
 
 public = Api("public")
 peer = Api("peer")
@@ -50,9 +51,18 @@ def openapi_document(node: Any) -> dict[str, Any]:
     query=models.OffersQuery,
     response=models.OfferList,
 )
-def list_offers(node: Any, query: models.OffersQuery) -> dict[str, Any]:
+def list_offers(node: Any, query: models.OffersQuery) -> Response:
     found = node.index.select(query.side, query.status, query.owner, query.limit)
-    return {"offers": [models.offer_view(s) for s in found]}
+    items = ",".join(held.rendered("rest", _offer_json) for held in found)
+    return Response(f'{{"offers":[{items}]}}', mimetype="application/json")
+
+
+def _offer_json(signed: SignedOffer) -> str:
+    return json.dumps(models.offer_view(signed), separators=(",", ":"))
+
+
+def _record_json(signed: SignedOffer) -> str:
+    return json.dumps(signed.record.to_json(), separators=(",", ":"))
 
 
 @public.route(
@@ -190,7 +200,7 @@ def peer_offers(node: Any, query: models.PeerOffersQuery) -> Response:
     if query.cursor is None:
         node.peers.invalidate()  # a node starting a sync may be new to us: look again
     page, cursor = node.index.open_page(query.cursor, query.limit)
-    records = ",".join(json.dumps(s.record.to_json()) for s in page)
+    records = ",".join(held.rendered("record", _record_json) for held in page)
     body = f'{{"node":{json.dumps(node.client_id)},"next":{json.dumps(cursor)},'
     body += f'"records":[{records}]}}'
     return Response(body, mimetype="application/json")

@@ -16,7 +16,11 @@ newer version, if there is one, closes it.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import requests
 
@@ -66,32 +70,50 @@ class Syncer:
     def _pull(self, peer: Peer) -> int:
         held_before = {s.id: s for s in self.index.open_by_owner(peer.client_id)}
         listed: set[str] = set()
-        cursor: str | None = None
         received = 0
-        while True:
-            params: dict[str, str | int] = {"limit": self.page_limit}
-            if cursor:
-                params["cursor"] = cursor
-            resp = self.session.get(
-                f"{peer.url}/peer/offers", params=params, timeout=self.timeout_s
-            )
-            resp.raise_for_status()
-            page = resp.json()
-            records = page.get("records") if isinstance(page, dict) else None
-            if not isinstance(records, list):
-                raise ValueError("malformed sync page")
+        for records in self._pages(peer):
             for record in records:
                 self.intake.receive(None, record, SOURCE)
                 if isinstance(record, dict) and record.get("k") == peer.client_id:
                     listed.add(str(record.get("salt")))
             received += len(records)
-            cursor = page.get("next")
-            if not cursor or not records:
-                break
         for offer_id, signed in held_before.items():
             if offer_id not in listed:
                 self.intake.receive(signed.hash, None, SOURCE)  # ask the DHT for news
         return received
+
+    def _pages(self, peer: Peer) -> Iterator[list[Any]]:
+        """Pages of records, the next one fetched while the caller verifies this one."""
+        pages: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=2)
+
+        def fetch() -> None:
+            cursor: str | None = None
+            try:
+                while True:
+                    params: dict[str, str | int] = {"limit": self.page_limit}
+                    if cursor:
+                        params["cursor"] = cursor
+                    resp = self.session.get(
+                        f"{peer.url}/peer/offers", params=params, timeout=self.timeout_s
+                    )
+                    resp.raise_for_status()
+                    page = resp.json()
+                    records = page.get("records") if isinstance(page, dict) else None
+                    if not isinstance(records, list):
+                        raise ValueError("malformed sync page")
+                    pages.put(records)
+                    cursor = page.get("next")
+                    if not cursor or not records:
+                        break
+                pages.put(None)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                pages.put(exc)
+
+        threading.Thread(target=fetch, name="sync-fetch", daemon=True).start()
+        while (item := pages.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     def stats(self) -> dict[str, object]:
         return {"runs": self.runs, "last_ms": self.last_ms, "last_records": self.last_records}
