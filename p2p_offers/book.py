@@ -45,7 +45,7 @@ SIDES = ("buy", "sell")
 AMOUNT, PRIORITY, ID, OWNER, PRICE, SIDE, ENTRY = range(7)
 _Rec = list[Any]
 
-BUCKET_BITS = 10  # price levels per bucket: 1024 cents, $10.24 of price
+BUCKET_BITS = 11  # price levels per bucket: 2048 cents, $20.48 of price
 UNLIMITED = 1 << 62  # an amount no walk can fill: more satoshis than will ever exist
 
 
@@ -113,9 +113,11 @@ class _Side:
         back and a finished list cannot be confused by that.
         """
         fills: list[tuple[_Rec, int]] = []
-        levels, buckets = self.levels, self.buckets
-        for bucket in self.order:
-            for key in buckets[bucket]:
+        levels = self.levels
+        keys = self.head
+        later = None  # the buckets after the head: most walks end in the head bucket
+        while keys is not None:
+            for key in keys:
                 if key > limit_key:
                     return fills
                 for rec in levels[key]:
@@ -126,6 +128,10 @@ class _Side:
                             return fills
                         fills.append((rec, available))
                         amount -= available
+            if later is None:
+                later = iter(self.order)
+                next(later)  # the head's
+            keys = self.buckets.get(next(later, None))
         return fills
 
     def enqueue(self, rec: _Rec) -> None:

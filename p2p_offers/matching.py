@@ -94,21 +94,21 @@ class MatchingEngine:
         limit_key = price * makers.sign
         head = makers.head
         if head is not None and head[0] <= limit_key:
-            level = None  # the maker price level being used up
+            emptied = None  # key of the last level a maker was used up on, to trim
             for rec, take in makers.walk(limit_key, amount, owner):
-                maker_price = rec[PRICE]
-                if maker_price != level:
-                    if level is not None:
-                        makers.trim(level * makers.sign)
-                    level = maker_price
                 left = rec[AMOUNT] = rec[AMOUNT] - take
                 rec[ENTRY] = None
                 if not left:
                     del recs[rec[ID]]
-                trades.append(_new_tuple(Trade, (rec[ID], order_id, maker_price, take)))
+                    key = rec[PRICE] * makers.sign
+                    if key != emptied:
+                        if emptied is not None:
+                            makers.trim(emptied)
+                        emptied = key
+                trades.append(_new_tuple(Trade, (rec[ID], order_id, rec[PRICE], take)))
                 amount -= take
-            if level is not None:
-                makers.trim(level * makers.sign)
+            if emptied is not None:
+                makers.trim(emptied)
         if amount and tif == "gtc":
             rec = recs[order_id] = [amount, priority, order_id, owner, price, side, None]
             own.enqueue(rec)
