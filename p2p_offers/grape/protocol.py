@@ -134,7 +134,7 @@ class GrapeProtocol(KademliaProtocol):
         self._wait_timeout = rpc_timeout
         self._dead: dict[bytes, float] = {}
         self._welcomed: dict[bytes, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
 
     # -- handlers: the other nodes' requests -------------------------------------------------
 
@@ -350,8 +350,8 @@ class GrapeProtocol(KademliaProtocol):
             self._welcomed = {k: t for k, t in self._welcomed.items() if t > now}
         self._welcomed[node.id] = now + WELCOME_MEMORY
         task = asyncio.ensure_future(self._hand_off(node))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _newcomer_is_close(self, node: Node, key: bytes, others: list[int]) -> bool:
         """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest.

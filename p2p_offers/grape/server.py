@@ -93,6 +93,8 @@ class GrapeServer(Server):
         for task in list(self._tasks):
             task.cancel()
         if self.protocol is not None:
+            for task in list(self.protocol.tasks):
+                task.cancel()
             self.protocol.fail_outstanding()
         super().stop()
 
