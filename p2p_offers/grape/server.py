@@ -26,7 +26,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from kademlia.network import Server
@@ -137,7 +137,8 @@ class GrapeServer(Server):
     async def _keep_connected(self) -> None:
         """Retry the bootstrap nodes we are not in touch with: often while alone, rarely after."""
         while self.config.bootstrap:
-            await self.bootstrap(list(self.config.bootstrap))
+            with _logged("bootstrap"):
+                await self.bootstrap(list(self.config.bootstrap))
             await asyncio.sleep(5.0 if self.contacts() else 0.5)
 
     async def _maintain(self) -> None:
@@ -151,9 +152,10 @@ class GrapeServer(Server):
             self._closest = {k: v for k, v in self._closest.items() if v[0] > now}
             if now - last_republish >= self.config.republish_interval:
                 last_republish = now
-                for node_id in self.protocol.get_refresh_ids():
-                    await self._crawl(node_id, self.protocol.call_find_node, cache=False)
-                await self.republish(self.config.republish_interval)
+                with _logged("refresh and republish"):
+                    for node_id in self.protocol.get_refresh_ids():
+                        await self._crawl(node_id, self.protocol.call_find_node, cache=False)
+                    await self.republish(self.config.republish_interval)
 
     async def republish(self, older_than: float = 0.0) -> int:
         """Re-store items nobody stored for ``older_than`` s, with the lifetime they have left.
@@ -349,6 +351,15 @@ def _majority(codes: list[int]) -> int:
         return stored
     refusals = collections.Counter(code for code in codes if code != OK)
     raise RecordError(refusals.most_common(1)[0][0], "refused by most storing nodes")
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Background work logs its failure and goes on: the next round may well succeed."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s failed", what)
 
 
 async def _resolve(host: str, port: int) -> tuple[str, int] | None:
