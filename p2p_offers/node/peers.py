@@ -76,16 +76,29 @@ class Peers:
     # -- the node list -------------------------------------------------------------------
 
     def nodes(self) -> list[Peer]:
-        """Every other node, as of a lookup at most ``ttl_s`` old."""
+        """Every other node, as of a lookup about ``ttl_s`` old.
+
+        Only the very first call waits for a lookup. After that a stale list is
+        returned at once and refreshed in the background, so a publication
+        never waits for the DHT.
+        """
         with self._lock:
             cached, fresh = self._nodes, time.monotonic() - self._nodes_at < self.ttl_s
         if cached is not None and fresh:
             return cached
-        # One thread refreshes; the others carry on with the previous list if there is one.
-        if not self._refreshing.acquire(blocking=cached is None):
-            return cached or []
+        if cached is None:
+            with self._refreshing:
+                with self._lock:
+                    if self._nodes is not None:
+                        return self._nodes
+                return self._refresh()
+        if self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_in_background, daemon=True).start()
+        return cached
+
+    def _refresh_in_background(self) -> None:
         try:
-            return self._refresh()
+            self._refresh()
         finally:
             self._refreshing.release()
 
