@@ -15,10 +15,11 @@ runs on the same structure, so it is built for the engine's hot path:
   remainder keeping its parent's priority) bisects.
 * Cancelling is lazy: the record is marked dead (amount 0, which no live offer
   can have) and left in its queue, so a cancel in the middle of a long level is
-  O(1). Dead records are dropped when they reach the front. A fill that uses up
-  a maker marks it dead the same way. The invariant that
-  keeps ``best``, ``len`` and ``depth`` exact is: **the front record of every
-  level is live**, and a level exists only while it has a live record.
+  O(1) amortized. Dead records are dropped when they reach the front, or when
+  they make up half a level. A fill that uses up a maker marks it dead the
+  same way. The invariant that keeps ``best``, ``len`` and ``depth`` exact is:
+  **the front record of every level is live**, and a level exists only while
+  it has a live record.
 
 Internally an offer is a small mutable list (``_Rec``) rather than an ``Entry``:
 the engine fills makers partially all the time, and rebuilding a frozen
@@ -75,17 +76,20 @@ class _Side:
     ``sign`` maps a price to its level key. The keys are bucketed by
     ``key >> BUCKET_BITS``: each bucket is a plain sorted list (C-level
     ``insort``), and only the bucket ids live in a ``SortedList``. On a 1-cent
-    tick most new orders open a new level, and a ``SortedList.add`` per level
-    would cost as much as everything else an order does; a bucket spans a few
-    hundred adjacent price levels at most, so ``insort`` into it is cheap,
-    while the ``SortedList`` keeps the index O(log n) however spread the
-    prices. ``head`` is the first bucket, so the best level is ``head[0]``.
+    tick most new orders open a new level (83% in the benchmark), and a
+    ``SortedList.add`` per level cost as much as the rest of the order; a
+    bucket spans 2048 adjacent cents, so ``insort`` into it moves a few
+    hundred pointers at most, while the ``SortedList`` keeps the index
+    O(log n) however spread the prices. ``head`` is the first bucket, so the
+    best level is ``head[0]``. (2048 measured best among 2^6..2^14 on the
+    benchmark: narrower buckets are created and dropped at the top of the book
+    all the time, wider ones make ``insort`` move more.)
 
     A level is a plain list: levels are short, and the dead records at the
     front are cut off in one ``del queue[:n]`` per walk, not one by one.
     """
 
-    __slots__ = ("buckets", "head", "levels", "order", "sign")
+    __slots__ = ("buckets", "buried", "head", "levels", "order", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
@@ -93,6 +97,7 @@ class _Side:
         self.buckets: dict[int, list[int]] = {}
         self.order: SortedList = SortedList()  # bucket ids
         self.head: list[int] | None = None  # the first bucket; never an empty list
+        self.buried: dict[int, int] = {}  # level key -> dead records behind its front (at most)
 
     def level_keys(self) -> Iterator[int]:
         """Level keys, best first."""
@@ -158,6 +163,27 @@ class _Side:
         else:  # a remainder keeping its parent's priority, or a replace keeping its own
             queue.insert(bisect_right(queue, _queue_key(rec), key=_queue_key), rec)
 
+    def discard(self, rec: _Rec) -> None:
+        """Mark a record dead: cut off at once at the front, lazily behind it.
+
+        Dead records behind a live front are counted per level, and the level
+        is compacted once they are half of it, so a level whose front never
+        trades cannot fill up with cancelled offers.
+        """
+        rec[AMOUNT] = 0
+        rec[ENTRY] = None
+        key = rec[PRICE] * self.sign
+        queue = self.levels[key]
+        if queue[0] is rec:
+            self.trim(key)
+            return
+        buried = self.buried.get(key, 0) + 1
+        if 2 * buried > len(queue):
+            queue[:] = [r for r in queue if r[AMOUNT]]
+            self.buried.pop(key, None)
+        else:
+            self.buried[key] = buried
+
     def trim(self, key: int) -> None:
         """Cut the dead records off the front of a level, and the level once it is empty."""
         queue = self.levels[key]
@@ -170,6 +196,8 @@ class _Side:
                 del queue[:dead]
             return
         del self.levels[key]
+        if self.buried:
+            self.buried.pop(key, None)
         bucket = key >> BUCKET_BITS
         keys = self.buckets[bucket]
         if keys[0] == key:
@@ -305,13 +333,8 @@ class Book:
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}") from None
 
     def _unlink(self, rec: _Rec) -> None:
-        """Take a record out of its level lazily; the caller has dropped it from ``_recs``."""
-        rec[AMOUNT] = 0
-        rec[ENTRY] = None
-        s = self._sides[rec[SIDE]]
-        key = rec[PRICE] * s.sign
-        if s.levels[key][0] is rec:
-            s.trim(key)
+        """Take a record out of its level; the caller has dropped it from ``_recs``."""
+        self._sides[rec[SIDE]].discard(rec)
 
 
 def _entry(rec: _Rec) -> Entry:

@@ -194,3 +194,16 @@ def test_book_matches_a_dict_of_entries(script) -> None:
             for x in expected:
                 levels.setdefault(x.price, []).append(x.amount)
             assert book.depth(side) == [(p, sum(a), len(a)) for p, a in levels.items()]
+
+
+def test_cancelled_offers_behind_a_live_front_do_not_pile_up() -> None:
+    book = Book()
+    book.add(e("front", "sell", 100, priority=0))
+    for round_ in range(50):
+        for i in range(20):
+            book.add(e(f"x{round_}-{i}", "sell", 100, priority=1 + i))
+        for i in range(20):
+            book.remove(f"x{round_}-{i}")
+    queue = book._sides["sell"].levels[100]
+    assert len(queue) <= 3
+    assert book.depth("sell") == [(100, 100, 1)] and len(book) == 1
