@@ -89,9 +89,10 @@ class _Side:
     front are cut off in one ``del queue[:n]`` per walk, not one by one.
     """
 
-    __slots__ = ("buckets", "buried", "head", "levels", "order", "sign")
+    __slots__ = ("buckets", "buried", "head", "levels", "name", "order", "sign")
 
-    def __init__(self, sign: int) -> None:
+    def __init__(self, name: str, sign: int) -> None:
+        self.name = name
         self.sign = sign
         self.levels: dict[int, list[_Rec]] = {}
         self.buckets: dict[int, list[int]] = {}
@@ -139,9 +140,22 @@ class _Side:
             keys = self.buckets.get(next(later, None))
         return fills
 
-    def enqueue(self, rec: _Rec) -> None:
-        """Queue a record at its level by ``(priority, id)``; almost always an append."""
-        key = rec[PRICE] * self.sign
+    def rest(
+        self,
+        recs: dict[str, _Rec],
+        id: str,
+        price: int,
+        amount: int,
+        priority: int,
+        owner: str,
+        entry: Entry | None = None,
+    ) -> None:
+        """Record a new id in ``recs`` and queue it at its level by ``(priority, id)``.
+
+        The one place a record is made. Queueing is almost always an append.
+        """
+        rec = recs[id] = [amount, priority, id, owner, price, self.name, entry]
+        key = price * self.sign
         queue = self.levels.get(key)
         if queue is None:  # a new level: on a 1-cent tick, most orders open one
             self.levels[key] = [rec]
@@ -219,7 +233,7 @@ class Book:
 
     def __init__(self) -> None:
         self._recs: dict[str, _Rec] = {}
-        self._sides = {"buy": _Side(-1), "sell": _Side(1)}
+        self._sides = {"buy": _Side("buy", -1), "sell": _Side("sell", 1)}
 
     # -- public interface ------------------------------------------------------
 
@@ -230,7 +244,7 @@ class Book:
         its queue (an amount change must not cost time priority); anything else
         re-queues it by its (possibly unchanged) priority at its new price.
         """
-        side = self._side(entry.side)
+        self._side(entry.side)  # validates
         if entry.amount <= 0 or entry.price <= 0:
             raise ValueError("an open offer needs a positive price and amount")
         old = self._recs.get(entry.id)
@@ -241,9 +255,9 @@ class Book:
                 old[ENTRY] = entry
                 return
             self._unlink(old)
-        rec = [entry.amount, entry.priority, entry.id, entry.owner, entry.price, entry.side, entry]
-        self._recs[entry.id] = rec
-        side.enqueue(rec)
+        self._sides[entry.side].rest(
+            self._recs, entry.id, entry.price, entry.amount, entry.priority, entry.owner, entry
+        )
 
     def remove(self, id: str) -> Entry | None:
         rec = self._recs.get(id)
@@ -309,12 +323,6 @@ class Book:
         """``_Side.walk`` over the makers a ``taker_side`` order would meet."""
         s = self._side(opposite(taker_side))
         return s.walk(limit_price * s.sign, amount, exclude_owner)
-
-    def _rest(self, id: str, side: str, price: int, amount: int, priority: int, owner: str) -> None:
-        """``add`` for the engine: a new id, no ``Entry`` built unless someone asks."""
-        rec = [amount, priority, id, owner, price, side, None]
-        self._recs[id] = rec
-        self._sides[side].enqueue(rec)
 
     def _discard(self, id: str) -> bool:
         """``remove`` without building the ``Entry`` it would return."""

@@ -91,7 +91,8 @@ class MatchingEngine:
         except KeyError:
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}") from None
         trades: list[Trade] = []
-        limit_key = price * makers.sign
+        sign = makers.sign
+        limit_key = price * sign
         head = makers.head
         if head is not None and head[0] <= limit_key:
             emptied = None  # key of the last level a maker was used up on, to trim
@@ -100,7 +101,7 @@ class MatchingEngine:
                 rec[ENTRY] = None
                 if not left:
                     del recs[rec[ID]]
-                    key = rec[PRICE] * makers.sign
+                    key = rec[PRICE] * sign
                     if key != emptied:
                         if emptied is not None:
                             makers.trim(emptied)
@@ -110,8 +111,7 @@ class MatchingEngine:
             if emptied is not None:
                 makers.trim(emptied)
         if amount and tif == "gtc":
-            rec = recs[order_id] = [amount, priority, order_id, owner, price, side, None]
-            own.enqueue(rec)
+            own.rest(recs, order_id, price, amount, priority, owner)
         return trades
 
     def cancel(self, order_id: str) -> bool:
