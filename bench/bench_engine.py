@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -156,6 +157,7 @@ def main() -> None:
     if not args.no_check and trades_of(MatchingEngine, ops) != trades_of(NaiveEngine, ops):
         sys.exit("engine and baseline disagree on the trades")
 
+    load_before = os.getloadavg()[0]
     results: dict[str, list[float]] = {"engine": [], "baseline": []}
     trades = 0
     for _ in range(args.runs):  # interleaved, so drift on the machine hits both alike
@@ -176,9 +178,14 @@ def main() -> None:
         "engine_ops_per_s": round(engine_ops),
         "baseline_ops_per_s": round(baseline_ops),
         "ratio": round(engine_ops / baseline_ops, 2),
+        "engine_best_ops_per_s": round(max(results["engine"])),
+        "baseline_best_ops_per_s": round(max(results["baseline"])),
         "engine_runs_ops_per_s": [round(x) for x in results["engine"]],
         "baseline_runs_ops_per_s": [round(x) for x in results["baseline"]],
         "target_ops_per_s": 500_000,
+        # the machine is shared: a high load average means the numbers are low and noisy
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
