@@ -84,7 +84,7 @@ class MatchingEngine:
             raise ValueError(f"order {order_id} is already in the book")
         if amount <= 0 or price <= 0:
             raise ValueError("an order needs a positive price and amount")
-        if tif != "gtc" and tif != "ioc":
+        if tif not in TIFS:
             raise ValueError(f"tif must be 'gtc' or 'ioc', not {tif!r}")
         try:
             own, makers = self._sides[side]
