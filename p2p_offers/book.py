@@ -321,7 +321,8 @@ class Book:
         self, taker_side: str, limit_price: int, amount: int, exclude_owner: str | None
     ) -> list[tuple[_Rec, int]]:
         """``_Side.walk`` over the makers a ``taker_side`` order would meet."""
-        s = self._side(opposite(taker_side))
+        self._side(taker_side)  # validates: ``opposite`` would map junk to "buy"
+        s = self._sides[opposite(taker_side)]
         return s.walk(limit_price * s.sign, amount, exclude_owner)
 
     def _discard(self, id: str) -> bool:

@@ -139,6 +139,18 @@ def test_invalid_entries_are_refused(bad: Entry) -> None:
         Book().add(bad)
 
 
+def test_bad_side_names_are_refused() -> None:
+    book = Book()
+    for call in (
+        lambda: book.best("bid"),
+        lambda: book.depth("ask"),
+        lambda: list(book.entries("x")),
+        lambda: book.crossing("hold", 100),
+    ):
+        with pytest.raises(ValueError):
+            call()
+
+
 def test_get_returns_current_entry() -> None:
     book = Book()
     first = e("x", "buy", 100)
