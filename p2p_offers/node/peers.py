@@ -76,25 +76,32 @@ class Peers:
     # -- the node list -------------------------------------------------------------------
 
     def nodes(self) -> list[Peer]:
-        """Every other node, as of a lookup about ``ttl_s`` old.
+        """Every other node, as of a lookup at most ``ttl_s`` old.
 
-        Only the very first call waits for a lookup. After that a stale list is
-        returned at once and refreshed in the background, so a publication
-        never waits for the DHT.
+        ``maintain()`` (called by the node's sweeper) refreshes the list in the
+        background before it goes stale, so in steady state this never waits;
+        it looks up itself only when the list is missing or too old.
         """
         with self._lock:
             cached, fresh = self._nodes, time.monotonic() - self._nodes_at < self.ttl_s
         if cached is not None and fresh:
             return cached
-        if cached is None:
-            with self._refreshing:
-                with self._lock:
-                    if self._nodes is not None:
-                        return self._nodes
-                return self._refresh()
+        with self._refreshing:  # one lookup at a time; waiters get its result
+            with self._lock:
+                if self._nodes is not None and time.monotonic() - self._nodes_at < self.ttl_s:
+                    return self._nodes
+            return self._refresh()
+
+    def maintain(self) -> None:
+        """Refresh in the background once the list is half its lifetime old."""
+        with self._lock:
+            due = time.monotonic() - self._nodes_at >= self.ttl_s / 2
+        if due:
+            self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
         if self._refreshing.acquire(blocking=False):
             threading.Thread(target=self._refresh_in_background, daemon=True).start()
-        return cached
 
     def _refresh_in_background(self) -> None:
         try:
@@ -138,9 +145,10 @@ class Peers:
             return len(self._nodes or [])
 
     def invalidate(self) -> None:
-        """Look up again on next use (a node we have not seen yet is talking to us)."""
+        """Look up again now (a node we have not seen yet may be talking to us)."""
         with self._lock:
             self._nodes_at = 0.0
+        self._refresh_soon()
 
     def unreachable(self, address: str) -> None:
         """Forget who lives at an address that failed: it may come back as someone else."""

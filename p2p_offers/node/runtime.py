@@ -117,6 +117,7 @@ class Node:
             try:
                 self.index.sweep()
                 self.service.refresh_due()
+                self.peers.maintain()
                 if time.monotonic() - last_flush >= SEEN_FLUSH_INTERVAL_S:
                     self._flush_seen()
                     last_flush = time.monotonic()
