@@ -258,11 +258,12 @@ PEER_ID = b"\x07" * 20
 
 def test_rpc_put_answers_bep44_codes(protocol):
     record = sign(KEY, b"v1", 1)
-    assert protocol.rpc_put(SENDER, PEER_ID, record.target, record.encode(), None, 60) == OK
+    answer = protocol.rpc_put(SENDER, PEER_ID, record.target, record.encode(), None, 60)
+    assert answer == {"code": OK, "nodes": []}  # our only contact is the sender itself
     older = sign(KEY, b"v0", 0)
-    assert protocol.rpc_put(SENDER, PEER_ID, older.target, older.encode(), None, 60) == 302
+    assert protocol.rpc_put(SENDER, PEER_ID, older.target, older.encode(), None, 60)["code"] == 302
     newer = sign(KEY, b"v2", 2)
-    assert protocol.rpc_put(SENDER, PEER_ID, newer.target, newer.encode(), 0, 60) == 301
+    assert protocol.rpc_put(SENDER, PEER_ID, newer.target, newer.encode(), 0, 60)["code"] == 301
     assert protocol.rpc_store(SENDER, PEER_ID, newer.target, newer.encode()) is True
     answer = protocol.rpc_find_value(SENDER, PEER_ID, newer.target)
     assert answer["value"] == newer.encode()
@@ -270,8 +271,11 @@ def test_rpc_put_answers_bep44_codes(protocol):
 
 def test_rpc_announce_and_find_peers(protocol):
     key = b"\x05" * 20
-    assert protocol.rpc_announce(SENDER, PEER_ID, key, "10.0.0.1:80", 60) is True
-    assert protocol.rpc_announce(SENDER, PEER_ID, key, "not a peer", 60) is False
+    other = ("127.0.0.2", 1)
+    protocol.rpc_ping(other, b"\x08" * 20)
+    answer = protocol.rpc_announce(SENDER, PEER_ID, key, "10.0.0.1:80", 60)
+    assert answer == {"stored": True, "nodes": [(b"\x08" * 20, "127.0.0.2", 1)]}
+    assert protocol.rpc_announce(SENDER, PEER_ID, key, "not a peer", 60)["stored"] is False
     assert protocol.rpc_find_peers(SENDER, PEER_ID, key)["peers"] == ["10.0.0.1:80"]
 
 

@@ -7,12 +7,14 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
   caller a full timeout, and a planted dict would crash everyone's gets;
 - ``rpc_store`` stores unconditionally upstream; here it goes through the
   validating storage. ``rpc_put`` is the same store but answers with BEP44's
-  error code, so a put can report 301/302 and count majorities;
+  error code, so a put can report 301/302 and count majorities, plus the
+  node's closest contacts, so the stores themselves crawl (one round trip for
+  a fresh key where upstream needs a crawl first, then the stores);
 - ``rpc_find_value`` serves only validated bytes and always adds the sender's
   closest nodes, so a lookup can keep crawling past the first holder;
 - ``rpc_announce``/``rpc_find_peers`` add one ``host:port`` to a set on the
   storing nodes (BitTorrent's announce_peer) instead of read-merge-write, which
-  saves a round trip and cannot lose a concurrent announcer;
+  saves round trips and cannot lose a concurrent announcer;
 - ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
   targets) and pushed every key at once (store storms): fixed and bounded;
 - the RPC timeout is short and configurable, and contacts that timed out are
@@ -48,7 +50,7 @@ from p2p_offers.records import RecordError
 
 log = logging.getLogger(__name__)
 
-OK = 0  # rpc_put's answer when the record was stored
+OK = 0  # rpc_put's code when the record was stored
 DEAD_MEMORY = 30.0  # seconds a contact that timed out is skipped (any message from it clears)
 WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
 WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
@@ -146,9 +148,10 @@ class GrapeProtocol(KademliaProtocol):
     @never_raises(False)
     def rpc_store(self, sender: tuple[str, int], nodeid: bytes, key: bytes, value: bytes) -> bool:
         """kademlia's plain store (other kademlia nodes, old grapes): validated, no TTL refresh."""
-        return self.rpc_put(sender, nodeid, key, value, None, None) == OK
+        self._welcome(sender, nodeid)
+        return self._store(key, value, None, None) == OK
 
-    @never_raises(records.MALFORMED)
+    @never_raises({"code": records.MALFORMED, "nodes": []})
     def rpc_put(
         self,
         sender: tuple[str, int],
@@ -157,15 +160,19 @@ class GrapeProtocol(KademliaProtocol):
         value: bytes,
         cas: int | None,
         ttl: float | None,
-    ) -> int:
-        """Store a record; the answer is OK or the BEP44 error code that refused it."""
-        self._welcome(sender, nodeid)
+    ) -> dict[str, Any]:
+        """Store a record: OK or the BEP44 code that refused it, and our closest contacts."""
+        source = self._welcome(sender, nodeid)
+        code = self._store(key, value, cas, ttl)
+        return {"code": code, "nodes": self._neighbors(key, source) if is_id(key) else []}
+
+    def _store(self, key: bytes, value: bytes, cas: object, ttl: object) -> int:
         if cas is not None and (not isinstance(cas, int) or isinstance(cas, bool)):
             return records.MALFORMED
         if ttl is not None and not isinstance(ttl, int | float):
             return records.MALFORMED
         try:
-            self.storage.accept(key, value, cas, ttl)
+            self.storage.accept(key, value, cas, ttl)  # type: ignore[arg-type]
         except RecordError as exc:
             return exc.code
         return OK
@@ -195,15 +202,18 @@ class GrapeProtocol(KademliaProtocol):
         nodes = self._neighbors(key, source)
         return nodes if value is None else {"value": value, "nodes": nodes}
 
-    @never_raises(False)
+    @never_raises({"stored": False, "nodes": []})
     def rpc_announce(
         self, sender: tuple[str, int], nodeid: bytes, key: bytes, peer: str, ttl: float
-    ) -> bool:
-        self._welcome(sender, nodeid)
-        if not is_id(key) or not is_peer_address(peer) or not isinstance(ttl, int | float):
-            return False
-        self.peers.add(key, peer, ttl)
-        return True
+    ) -> dict[str, Any]:
+        """Add ``peer`` to the set at ``key``: whether we did, and our closest contacts."""
+        source = self._welcome(sender, nodeid)
+        if not is_id(key):
+            return {"stored": False, "nodes": []}
+        stored = is_peer_address(peer) and isinstance(ttl, int | float)
+        if stored:
+            self.peers.add(key, peer, ttl)
+        return {"stored": stored, "nodes": self._neighbors(key, source)}
 
     @never_raises(None)
     def rpc_find_peers(

@@ -41,6 +41,8 @@ from p2p_offers.records import Record, RecordError
 
 log = logging.getLogger(__name__)
 
+Send = Callable[[Node], Awaitable[tuple[bool, Any]]]  # one store RPC to one node
+
 CACHE_LIMIT = 10_000  # keys whose closest nodes are remembered
 REPUBLISH_PARALLEL = 4  # keys republished at once: background work, no bursts
 RECEIVE_BUFFER = 1 << 20  # bytes; the kernel caps it at net.core.rmem_max
@@ -171,29 +173,24 @@ class GrapeServer(Server):
                 answers = await self._replicate(
                     key, lambda node: self.protocol.call_put(node, key, value, None, left)
                 )
-                return answers.count(OK)
+                return sum(1 for answer in answers if _code(answer) == OK)
 
         return sum(await asyncio.gather(*(one(*item) for item in self.storage.items(older_than))))
 
     # -- finding the closest nodes -----------------------------------------------------------
 
-    async def _crawl(self, key: bytes, call: Call, cache: bool = True) -> list[tuple[Node, Any]]:
+    async def _crawl(
+        self, key: bytes, call: Call, cache: bool = True, grace: float | None = None
+    ) -> list[tuple[Node, Any]]:
         """Ask the k closest nodes of ``key``; with a fresh cache entry, ask just those."""
         cached = self._cached(key) if cache else None
         seeds = cached or self.protocol.router.find_neighbors(Node(key), self.ksize)
-        crawl = Crawl(
-            self.protocol, key, call, seeds, self.ksize, self.config.lookup_grace, cached is None
-        )
+        grace = self.config.lookup_grace if grace is None else grace
+        crawl = Crawl(self.protocol, key, call, seeds, self.ksize, grace, cached is None)
         replies = await crawl.run()
         if cache and cached is None and replies:
             self._remember(key, [node for node, _ in replies])
         return replies
-
-    async def closest_nodes(self, key: bytes) -> list[Node]:
-        """The k closest live nodes of ``key`` (from the cache when fresh)."""
-        return self._cached(key) or [
-            node for node, _ in await self._crawl(key, self.protocol.call_find_node)
-        ]
 
     def _cached(self, key: bytes) -> list[Node] | None:
         entry = self._closest.get(key)
@@ -207,29 +204,18 @@ class GrapeServer(Server):
             self._closest.pop(next(iter(self._closest)))
         self._closest[key] = (time.monotonic() + self.config.closest_cache_ttl, nodes)
 
-    async def _replicate(
-        self, key: bytes, send: Callable[[Node], Awaitable[tuple[bool, Any]]]
-    ) -> list[Any]:
+    async def _replicate(self, key: bytes, send: Send) -> list[Any]:
         """``send`` to the k closest nodes of ``key``; the answers of those that replied.
 
-        Without a cached closest set, the sends to the closest contacts of our own
-        routing table start at once, alongside the crawl, and only nodes the crawl
-        adds get theirs after it: in a small or settled network a fresh put costs
-        one round trip instead of two. A few extra copies on nodes the crawl then
-        ranks outside the k closest are harmless (they expire with their TTL).
+        The stores are the crawl: each answer names the node's closest contacts,
+        and nodes closer than those already asked get the store too. In a small
+        or settled network a fresh put costs one round trip and no extra
+        messages; any copies left on nodes that end up outside the k closest are
+        harmless (they expire with their TTL). No early end for stragglers here:
+        a put's outcome is a majority of all the answers.
         """
-        closest = self._cached(key)
-        if closest is not None:
-            sent = {n.id: asyncio.ensure_future(send(n)) for n in closest}
-        else:
-            near = self.protocol.router.find_neighbors(Node(key), self.ksize)
-            sent = {n.id: asyncio.ensure_future(send(n)) for n in near}
-            closest = await self.closest_nodes(key)
-            for node in closest:
-                if node.id not in sent:
-                    sent[node.id] = asyncio.ensure_future(send(node))
-        results = await asyncio.gather(*(sent[n.id] for n in closest))
-        return [answer for ok, answer in results if ok]
+        replies = await self._crawl(key, lambda node, _: send(node), grace=self.config.rpc_timeout)
+        return [answer for _, answer in replies]
 
     def _seems_close(self, key: bytes) -> bool:
         """Whether this node is among the storing nodes of ``key``, as far as our table knows.
@@ -262,7 +248,7 @@ class GrapeServer(Server):
         answers = await self._replicate(
             key, lambda node: self.protocol.call_put(node, key, value, cas, ttl)
         )
-        codes = [code for code in answers if type(code) is int]
+        codes = [code for code in map(_code, answers) if code is not None]
         return _majority(codes if local is None else [local, *codes])
 
     def _store_locally(self, record: Record, value: bytes, cas: int | None, ttl: float) -> int:
@@ -313,7 +299,7 @@ class GrapeServer(Server):
         answers = await self._replicate(
             key, lambda node: self.protocol.call_announce(node, key, peer, ttl)
         )
-        stored += answers.count(True)
+        stored += sum(1 for a in answers if isinstance(a, dict) and a.get("stored") is True)
         if not stored:
             raise NoPeersError("no DHT node stored the announcement")
         return stored
@@ -340,6 +326,12 @@ def _verified(value: bytes, target: bytes) -> Record | None:
     except RecordError:
         return None
     return record if record.target == target else None
+
+
+def _code(answer: object) -> int | None:
+    """The BEP44 code in a node's answer to a put, None if the answer is junk."""
+    code = answer.get("code") if isinstance(answer, dict) else None
+    return code if type(code) is int else None
 
 
 def _majority(codes: list[int]) -> int:

@@ -15,6 +15,7 @@ copying a record around never keeps it alive — only its writer can.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -248,8 +249,11 @@ def peer_address(host: str, port: int) -> str:
 
 def is_peer_address(text: object) -> bool:
     """True for exactly what ``peer_address`` produces: what a DHT peer may ask us to store."""
-    if not isinstance(text, str) or len(text) > 300:
-        return False
+    return isinstance(text, str) and len(text) <= 300 and _is_peer_text(text)
+
+
+@functools.lru_cache(maxsize=4096)  # every announce and lookup reply checks the same few
+def _is_peer_text(text: str) -> bool:
     host, _, port = text.rpartition(":")
     if not port.isdigit() or len(port) > 5:
         return False
