@@ -310,6 +310,13 @@ def test_parse_nodes_keeps_only_well_formed_contacts():
     )
     assert [(n.id, n.ip, n.port) for n in nodes] == [tuple(good)]
     assert parse_nodes({"not": "a list"}, b"") == []
+    assert parse_nodes([[b"\x05" * 20, "evil.example", 1], [b"\x06" * 20, "::1", True]], b"") == []
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(junk, st.lists(junk, min_size=3, max_size=3)), max_size=5))
+def test_parse_nodes_never_raises(reply):
+    parse_nodes(reply, b"\x00" * 20)
 
 
 # -- put decisions --------------------------------------------------------------------------

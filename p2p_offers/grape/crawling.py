@@ -75,7 +75,9 @@ class Crawl:
                 list(inflight), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             for future in done:
-                self._settle(inflight.pop(future), future.result())
+                node = inflight.pop(future)
+                failed = future.exception() is not None  # a send we could not even make
+                self._settle(node, (False, None) if failed else future.result())
         return [(n, self._replies[n.id]) for n in self._closest() if n.id in self._replies]
 
     def _settle(self, node: Node, result: tuple[bool, Any]) -> None:

@@ -19,8 +19,7 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
   targets) and pushed every key at once (store storms): fixed and bounded;
 - the RPC timeout is short and configurable, and contacts that timed out are
   remembered briefly so a crawl does not wait for the same dead node again;
-- ``find_neighbors`` (run by every handler) ranks all contacts in one pass:
-  upstream walks buckets through a generator, comparing addresses per node;
+- ``find_neighbors`` (run by every handler) ranks all contacts in one pass;
 - datagrams are handled synchronously with the C ``msgpack`` (same bytes on
   the wire as rpcudp's pure-Python umsgpack): rpcudp spawns two tasks per
   request, and those plus umsgpack were most of a grape's per-RPC cost.
@@ -32,6 +31,7 @@ import asyncio
 import functools
 import hashlib
 import heapq
+import ipaddress
 import logging
 import os
 import time
@@ -95,14 +95,28 @@ def parse_nodes(value: object, exclude: bytes) -> list[Node]:
             and is_id(item[0])
             and item[0] != exclude
             and isinstance(item[1], str)
-            and isinstance(item[2], int)
+            and _is_ip(item[1])
+            and type(item[2]) is int
             and 0 < item[2] < 65536
         ):
             nodes.append(Node(item[0], item[1], item[2]))
     return nodes
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_ip(text: str) -> bool:
+    """Only IP addresses: a host name from a peer would make us resolve it, or fail to send."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class GrapeRoutingTable(RoutingTable):
+    """Upstream's table; ``find_neighbors`` (run by every handler) ranks all contacts in one
+    pass instead of walking buckets through a generator and comparing addresses per node."""
+
     def contacts(self) -> list[Node]:
         return [node for bucket in self.buckets for node in bucket.nodes.values()]
 
@@ -250,9 +264,14 @@ class GrapeProtocol(KademliaProtocol):
             raise MalformedMessage("request over 8 KiB")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        try:
+            self.transport.sendto(REQUEST + msg_id + body, address)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # closed, bad address
+            log.debug("cannot send to %s: %r", address, exc)
+            future.set_result((False, None))
+            return future
         timer = loop.call_later(self._wait_timeout, self._timeout, msg_id)
         self._outstanding[msg_id] = (future, timer)
-        self.transport.sendto(REQUEST + msg_id + body, address)
         return future
 
     async def _call(self, node: Node, name: str, *args: Any) -> tuple[bool, Any]:
