@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -337,6 +340,29 @@ def test_standalone_grape_works_alone(cluster):
     link = Link(proc.url)
     assert link.announce("solo", 1) == 1
     assert link.get(link.put({"v": "solo"}))["v"] == "solo"
+
+
+def test_junk_datagrams_do_not_hurt_a_grape(grapes, links):
+    """Raw UDP at the DHT port: garbage, wrong arity, planted dicts, unknown RPCs."""
+    port = int(grapes[2].argv[grapes[2].argv.index("--dp") + 1])
+    msg_id = os.urandom(20)
+    requests_ = [
+        ["store", [b"\x01" * 20, b"\x02" * 20, {"v": b"planted"}]],
+        ["put", [b"\x01" * 20, b"\x02" * 20, b"x", 1, None]],
+        ["find_value", [1, 2, 3]],
+        ["find_node", []],
+        ["announce", [b"\x01" * 20, b"\x02" * 20, "1.2.3.4:5", "forever"]],
+        ["no_such_rpc", [1]],
+        "not a list",
+    ]
+    datagrams = [b"\x00" + msg_id + msgpack.packb(r) for r in requests_]
+    datagrams += [b"", b"\x00", os.urandom(100), b"\x01" + msg_id + b"\xc1", b"\x07" * 30]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for datagram in datagrams:
+            sock.sendto(datagram, ("127.0.0.1", port))
+    time.sleep(0.2)
+    hash_ = links[2].put({"v": f"after junk {time.time()}"})
+    assert links[0].get(hash_) is not None and links[2].lookup("nothing") == []
 
 
 def _log(proc: Proc) -> str:
