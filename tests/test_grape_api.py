@@ -333,6 +333,34 @@ def test_a_grape_alone_answers_503_until_its_peers_come_up(cluster):
     assert Link(second.url).get(hash_)["v"] == "late joiner"
 
 
+def held_by(dht_port: int, target_hex: str) -> bytes | None:
+    """The value a grape itself holds for ``target`` (a raw find_value RPC, no crawl)."""
+    msg_id = os.urandom(20)
+    request = msgpack.packb(["find_value", [os.urandom(20), bytes.fromhex(target_hex)]])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(b"\x00" + msg_id + request, ("127.0.0.1", dht_port))
+        reply = sock.recv(65536)
+    assert reply[:21] == b"\x01" + msg_id
+    answer = msgpack.unpackb(reply[21:])
+    return answer["value"] if isinstance(answer, dict) else None
+
+
+def test_a_joining_grape_is_handed_the_records_it_must_hold(cluster):
+    dht, api = free_ports(3), free_ports(3)
+    first = [cluster.grape(dht[i], api[i], [dht[1 - i]]) for i in range(2)]
+    cluster.wait_ready(first)
+    key = SigningKey.generate()
+    hashes = [Link(first[0].url).put_mutable(key, b"m", 1, b"%d" % i).hash for i in range(6)]
+    hashes += [Link(first[1].url).put({"v": f"i{i}"}) for i in range(6)]
+    joiner = cluster.grape(dht[2], api[2], dht[:2])
+    cluster.wait_ready([joiner])
+    deadline = time.monotonic() + 5  # the hand-off runs in the background of the old grapes
+    while not all(held_by(dht[2], h) for h in hashes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(Record.decode(held_by(dht[2], h)).hash == h for h in hashes)
+
+
 def test_standalone_grape_works_alone(cluster):
     dht, api = free_ports(1)[0], free_ports(1)[0]
     proc = cluster.grape(dht, api)
