@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,9 @@ class StoredFill:
     role: str
 
 
+FillHook = Callable[[sqlite3.Connection, list[StoredFill]], Callable[[], None] | None]
+
+
 class DuplicateBid(Exception):
     """The bid id is already recorded (in this role): the caller answers from the record."""
 
@@ -96,6 +99,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._fill_hooks: list[FillHook] = []
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -120,6 +124,24 @@ class Store:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    # -- for modules that keep their own tables in this database (ledger, orders) --------
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One durable write transaction on the node's database."""
+        return self._tx()
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self._query(sql, args)
+
+    def add_fill_hook(self, hook: FillHook) -> None:
+        """Run ``hook(db, fills)`` inside every ``save`` that records fills.
+
+        The ledger appends its entries there, so a receipt is never durable
+        without its entry. What the hook returns (if anything) runs once the
+        transaction has committed.
+        """
+        self._fill_hooks.append(hook)
+
     # -- own offers --------------------------------------------------------------------------
 
     def save(self, versions: Iterable[OwnVersion], fills: Iterable[StoredFill] = ()) -> None:
@@ -127,6 +149,8 @@ class Store:
 
         Raises ``DuplicateBid`` (and changes nothing) if a fill's bid is already recorded.
         """
+        fills = list(fills)
+        after: list[Callable[[], None]] = []
         try:
             with self._tx() as db:
                 for v in versions:
@@ -142,10 +166,14 @@ class Store:
                     )
                 for fill in fills:
                     self._insert_fill(db, fill)
+                if fills:
+                    after = [a for hook in self._fill_hooks if (a := hook(db, fills))]
         except sqlite3.IntegrityError as exc:
             if "receipts" in str(exc):
                 raise DuplicateBid(str(exc)) from None
             raise
+        for action in after:
+            action()
 
     def own(self, offer_id: str) -> OwnRow | None:
         rows = self._query(
