@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sortedcontainers import SortedList
 
@@ -27,6 +28,7 @@ from p2p_offers.book import Book, Entry
 from p2p_offers.offers import OPEN, SignedOffer
 
 HISTORY_MAX = 64
+T = TypeVar("T")
 
 APPLIED, STALE, CONFLICT, EXPIRED = "applied", "stale", "conflict", "expired"
 
@@ -195,6 +197,14 @@ class OfferIndex:
         if status != OPEN:
             out.sort(key=lambda h: (h.signed.offer.priority, h.signed.id))
         return out[:limit] if limit is not None else out
+
+    def read_book(self, read: Callable[[Book], T]) -> T:
+        """``read(book)`` under the index lock: a consistent view for planning and scanning.
+
+        ``read`` must not change the book and must not keep iterators past its return.
+        """
+        with self._lock:
+            return read(self._book)
 
     def depth(self, side: str, levels: int | None = None) -> list[tuple[int, int, int]]:
         with self._lock:
