@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from p2p_offers.fields import DocError
@@ -42,6 +43,11 @@ class Intake:
         self.my_id = my_id
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = {}
+        # Records under a reserved salt are not offers (the ledger head, salt "ledger"):
+        # verified and judged by their handler, which returns the outcome to count.
+        self.salt_handlers: dict[bytes, Callable[[Record], str]] = {}
+        # Called with every foreign offer version applied (uncrossing watches for them).
+        self.on_applied: list[Callable[[SignedOffer], None]] = []
 
     def receive(self, hash_: object, record: object | None, source: str) -> str:
         """Consider one record (attached, or fetched from the DHT by hash); return the outcome.
@@ -104,6 +110,9 @@ class Intake:
         owner = record.k.hex() if record.k else ""
         if owner == self.my_id:
             return OWN  # we are the only writer of our records; nobody can tell us news
+        handler = self.salt_handlers.get(record.salt)
+        if handler is not None:
+            return handler(record)
         try:
             offer_id = record.salt.decode()
         except UnicodeDecodeError:
@@ -119,7 +128,11 @@ class Intake:
             return FORGED if exc.code == INVALID_SIGNATURE else MALFORMED
         except DocError:
             return MALFORMED
-        return self.index.apply(signed)
+        outcome = self.index.apply(signed)
+        if outcome == APPLIED:
+            for listener in self.on_applied:
+                listener(signed)
+        return outcome
 
     def counters(self) -> dict[str, dict[str, Any]]:
         with self._lock:
