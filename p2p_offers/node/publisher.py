@@ -164,7 +164,7 @@ class Publisher:
                     self._count("put_failed")
                     return False
             with self._cond:
-                if signed.offer.status == OPEN:
+                if _may_change(signed):
                     self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
                 else:  # a closed record never changes again: nothing left to guard with cas
                     self._in_dht.pop(signed.id, None)
@@ -225,6 +225,12 @@ class Publisher:
                 self.peers.unreachable(peer.address)
                 return
             self._count("pushed" if resp.ok else "push_failed")
+
+
+def _may_change(signed: SignedOffer) -> bool:
+    """Open offers and non-offer records (the ledger head, which has no ``offer``) change again."""
+    offer = getattr(signed, "offer", None)
+    return offer is None or offer.status == OPEN
 
 
 def _keep_newest(queue: dict[str, SignedOffer], signed: SignedOffer) -> None:
