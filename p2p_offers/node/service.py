@@ -95,6 +95,32 @@ class OfferService:
             head = self._head(root, offer_id)
             return self._next(head, _transition(head.signed.offer.cancel))
 
+    def resize(self, offer_id: str, delta: int, price: int) -> SignedOffer:
+        """Change the chain's open amount by ``delta``, read and written under one chain lock.
+
+        Uncrossing reserves with this before it bids as a taker (and gives back
+        what it could not use), so a fill landing in between is never undone
+        the way an absolute ``update`` computed from a stale amount would undo
+        it. ``price`` is the price the caller planned with: if the chain's terms
+        moved meanwhile the call fails (409 ``stale_offer``) rather than trade
+        on them. A result of zero cancels the record; growing it requeues it,
+        as any larger amount does.
+        """
+        root = self._root(offer_id)
+        with self._chain(root):
+            head = self._head(root, offer_id)
+            offer = head.signed.offer
+            if offer.price != price:
+                raise errors.conflict("stale_offer", f"offer {offer_id} changed its price")
+            amount = offer.amount + delta
+            if amount < 0:
+                raise errors.conflict(
+                    "insufficient_amount", f"offer {offer_id} has {offer.amount} sats left"
+                )
+            if amount == 0:
+                return self._next(head, _transition(offer.cancel))
+            return self._next(head, _transition(lambda: offer.update(self.clock(), amount=amount)))
+
     def refresh_due(self) -> int:
         """Refresh open offers past half their lifetime; busy chains wait for the next sweep."""
         now = self.clock()
