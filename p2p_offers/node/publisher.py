@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 60 * 1024  # under the receivers' 64 KiB body limit
 RETRY_DELAY_S = 0.5
+PUSH_FIRST_S = 0.02
 
 
 class Publisher:
@@ -48,7 +49,7 @@ class Publisher:
         session: requests.Session,
         mark_published: Callable[[list[tuple[str, int]]], None],
         put_workers: int = 8,
-        push_workers: int = 8,
+        push_workers: int = 32,  # one per peer, so no peer waits for another's reply
         push_timeout_s: float = 3.0,
     ) -> None:
         self.link = link
@@ -132,6 +133,14 @@ class Publisher:
                 return
             with self._cond:
                 self._putting = len(batch)
+                # Peers are waiting for the push; the DHT is not. Let the push go first
+                # (briefly) rather than compete with it for the interpreter.
+                deadline = time.monotonic() + PUSH_FIRST_S
+                while (self._to_push or self._pushing) and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             futures = {self._put_pool.submit(self._put, s): s for s in batch.values()}
             wait(futures)
             done, retry = [], []
