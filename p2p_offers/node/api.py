@@ -151,7 +151,8 @@ def openapi(apis: list[Api], title: str, version: str) -> dict[str, Any]:
             for name in _PATH_PARAM.findall(op.path)
         ]
         if op.query is not None:
-            for name, field in op.query.model_fields.items():
+            for attr, field in op.query.model_fields.items():
+                name = field.alias or attr  # a query key that is a keyword (from) has an alias
                 params.append(
                     {
                         "name": name,

@@ -16,6 +16,7 @@ from p2p_offers.bids import Bid
 from p2p_offers.fields import DocError
 from p2p_offers.node import errors, models
 from p2p_offers.node.api import Api, openapi
+from p2p_offers.node.exchange_api import exchange
 from p2p_offers.node.index import Version
 from p2p_offers.node.intake import MALFORMED
 from p2p_offers.offers import SignedOffer
@@ -206,4 +207,4 @@ def peer_offers(node: Any, query: models.PeerOffersQuery) -> Response:
     return Response(body, mimetype="application/json")
 
 
-APIS = [public, peer]
+APIS = [public, peer, exchange]

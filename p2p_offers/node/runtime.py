@@ -16,6 +16,7 @@ from typing import Any
 
 from p2p_offers.link import GrapeError, Link
 from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.exchange import Exchange
 from p2p_offers.node.index import OfferIndex
 from p2p_offers.node.intake import Intake
 from p2p_offers.node.peers import NODE_SERVICE, Peers, make_session, owner_service
@@ -56,6 +57,19 @@ class Node:
         )
         self.taker = Taker(self.key, self.index, self.peers, self.session, self.store, clock)
         self.syncer = Syncer(self.peers, self.session, self.intake, self.index)
+        self.exchange = Exchange(
+            config=config,
+            key=self.key,
+            store=self.store,
+            index=self.index,
+            intake=self.intake,
+            peers=self.peers,
+            publisher=self.publisher,
+            service=self.service,
+            taker=self.taker,
+            session=self.session,
+            clock=clock,
+        )
         self.synced = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -73,6 +87,7 @@ class Node:
         self.service.load()
         self._announce()
         self.publisher.start()
+        self.exchange.start()
         self._spawn("sweeper", self._sweep_loop)
         self._spawn("sync", self._sync_loop)
         log.info("node %s started on port %d", self.client_id, self.config.port)
@@ -85,6 +100,7 @@ class Node:
         for thread in self._threads:
             thread.join(timeout=5)
         if self._started:
+            self.exchange.stop()
             self.publisher.stop()
             self._flush_seen()
         self.peers.close()
@@ -152,4 +168,5 @@ class Node:
             "announcements": self.intake.counters(),
             "publisher": {"pending": self.publisher.pending(), **self.publisher.stats},
             "sync": self.syncer.stats(),
+            **self.exchange.health(),
         }
