@@ -49,13 +49,12 @@ def storm(
     bids: int,
     threads: int = 48,
     on_progress: Any = None,
+    sats: tuple[int, int] = (100, 900),
 ) -> tuple[list[tuple[Proc, dict]], dict[int, int]]:
     """Fire ``bids`` bids of random size at random offers from random takers, all at once."""
     local = threading.local()
     rng = random.Random(7)
-    plan = [
-        (rng.choice(takers), rng.choice(offers)["id"], rng.randint(100, 900)) for _ in range(bids)
-    ]
+    plan = [(rng.choice(takers), rng.choice(offers)["id"], rng.randint(*sats)) for _ in range(bids)]
     statuses: dict[int, int] = defaultdict(int)
     accepted: list[tuple[Proc, dict]] = []
     lock = threading.Lock()
@@ -188,3 +187,54 @@ def test_owner_killed_mid_storm_loses_no_receipt(net: Net) -> None:
         stored_fills(data_dir_of(owner), "maker")
     )
     net.cluster.stop(owner)
+
+
+@pytest.mark.slow
+def test_hot_offer_soak_sells_every_satoshi_exactly_once(net: Net) -> None:
+    """One big offer bid down to zero by all takers, with an owner SIGKILL on the way."""
+    owner = net.add_node(grape=2)
+    takers = net.nodes[1:]
+    bids_wanted, bid_sats = 3_000, 1_000
+    offer = net.create(owner, amount=format_btc(bids_wanted * bid_sats))
+    wait_until(lambda: all(net.offer(t, offer["id"]) for t in takers), 5, "propagation")
+    hot = [offer]
+    killed = threading.Event()
+
+    def kill_once() -> None:
+        if not killed.is_set():
+            killed.set()
+            net.cluster.kill(owner)
+
+    accepted, _ = storm_fixed(takers, hot, 1_200, bid_sats, on_progress_at=(400, kill_once))
+    net.restart(owner)
+    more, _ = storm_fixed(takers, hot, 2 * bids_wanted, bid_sats)
+    receipts = accepted + more
+    chain = chain_records(net, owner, offer["id"])
+    filled, open_ = chain_sats(chain)
+    assert filled + open_ == bids_wanted * bid_sats and open_ == 0
+    given = {r["fill_id"] for _, r in receipts}
+    stored = stored_fills(data_dir_of(owner), "maker")
+    assert given <= set(stored)
+    assert sum(r["amount"] for r in stored.values()) == bids_wanted * bid_sats
+    net.cluster.stop(owner)
+
+
+def storm_fixed(
+    takers: list[Proc],
+    offers: list[dict],
+    bids: int,
+    sats: int,
+    on_progress_at: tuple[int, Any] | None = None,
+) -> tuple[list[tuple[Proc, dict]], dict[int, int]]:
+    """Like ``storm`` with one bid size, and an action after ``n`` answers."""
+    count = [0]
+    lock = threading.Lock()
+
+    def progress() -> None:
+        with lock:
+            count[0] += 1
+            due = on_progress_at is not None and count[0] == on_progress_at[0]
+        if due:
+            on_progress_at[1]()
+
+    return storm(takers, offers, bids, on_progress=progress, sats=(sats, sats))
