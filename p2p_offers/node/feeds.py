@@ -70,7 +70,7 @@ SCHEMA = (
         PRIMARY KEY (owner, height)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS ledger_entries_fill ON ledger_entries (fill_id)",
-    "CREATE INDEX IF NOT EXISTS ledger_entries_ts ON ledger_entries (ts, fill_id)",
+    "CREATE INDEX IF NOT EXISTS ledger_entries_time ON ledger_entries (ts, owner, height)",
     """CREATE TABLE IF NOT EXISTS ledger_forks (
         owner   TEXT NOT NULL,
         height  INTEGER NOT NULL,
@@ -218,13 +218,17 @@ class LedgerStore:
         return [json.loads(e) for e in self.raw_entries(owner, 1, -1)]
 
     def trades(self, owner: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Receipts of every stored feed (or ``owner``'s), newest first, ties by fill id."""
+        """Receipts of every stored feed (or ``owner``'s), newest first.
+
+        Ties in time go by owner, then newest entry first, so every node that
+        holds the same feeds lists the same trades in the same order.
+        """
         sql = "SELECT entry FROM ledger_entries"
         args: tuple[Any, ...] = ()
         if owner is not None:
             sql += " WHERE owner = ?"
             args = (owner,)
-        sql += " ORDER BY ts DESC, fill_id DESC LIMIT ?"
+        sql += " ORDER BY ts DESC, owner, height DESC LIMIT ?"
         rows = self.store.query(sql, (*args, -1 if limit is None else limit))
         return [json.loads(row[0])["receipt"] for row in rows]
 
@@ -470,13 +474,18 @@ class FeedReplicator:
         yield from (p.url for p in self.peers.nodes() if p.client_id != owner)
 
     def _pull_from(self, url: str, owner: str, height: int) -> int:
-        """Page entries from one source until we hold ``height`` or it has nothing more."""
+        """Page entries from one source until we hold ``height`` or it has nothing more.
+
+        Each page starts at the entry we already hold at our height: if the
+        source's copy of it differs and its owner signed it, that is a fork,
+        proven on the spot instead of showing up as an unlinkable next entry.
+        """
         held = self.height(owner)
         while held < height:
             try:
                 resp = self.session.get(
                     f"{url}/peer/ledger/{owner}",
-                    params={"from": held + 1, "limit": PAGE_LIMIT},
+                    params={"from": max(held, 1), "limit": PAGE_LIMIT},
                     timeout=self.timeout_s,
                 )
                 entries = resp.json().get("entries") if resp.ok else None

@@ -183,7 +183,12 @@ class Sweeper:
         return receipts, left
 
     def _bid(self, entry: Entry, amount: int, avoid: _Avoid) -> Receipt | None:
-        """One bid through ``Taker.bid``; on a lost race, one retry with what is left there."""
+        """One bid through ``Taker.bid``; on a lost race, one retry with what is left there.
+
+        A maker we emptied is ruled out too: our book may not have heard yet,
+        and bidding on it again would only earn an ``offer_taken``.
+        """
+        emptied = amount >= entry.amount
         for _ in range(2):
             try:
                 receipt = self.taker.bid(entry.id, amount)
@@ -191,6 +196,7 @@ class Sweeper:
                 self._count(f"{exc.status}_{exc.code}")
                 available = (exc.details or {}).get("available") if exc.status == 409 else None
                 if exc.code == "insufficient_amount" and isinstance(available, int) and available:
+                    emptied = amount >= available
                     amount = min(amount, available)
                     continue
                 if exc.status in (502, 503):  # the owner (or the DHT) is not answering
@@ -202,6 +208,8 @@ class Sweeper:
                 return None
             self._count("filled")
             self.cooldowns.clear(entry.owner)
+            if emptied:
+                avoid.ids.add(entry.id)
             return receipt
         avoid.ids.add(entry.id)
         return None
