@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from p2p_offers.fields import DocError
@@ -34,6 +35,19 @@ FORGED, MISMATCH, MALFORMED, UNKNOWN, UNAVAILABLE, OWN = (
     "own",
 )
 _HASH = re.compile(r"[0-9a-f]{40}")
+VERIFY_CHUNK = 64
+
+
+def _verdict(record: Record) -> RecordError | None:
+    try:
+        record.verify()
+    except RecordError as exc:
+        return exc
+    return None
+
+
+def _verdicts(records: list[Record]) -> list[RecordError | None]:
+    return [_verdict(r) for r in records]
 
 
 class Intake:
@@ -48,6 +62,7 @@ class Intake:
         self.salt_handlers: dict[bytes, Callable[[Record], str]] = {}
         # Called with every foreign offer version applied (uncrossing watches for them).
         self.on_applied: list[Callable[[SignedOffer], None]] = []
+        self._verifier = ThreadPoolExecutor(1, thread_name_prefix="verify")
 
     def receive(self, hash_: object, record: object | None, source: str) -> str:
         """Consider one record (attached, or fetched from the DHT by hash); return the outcome.
@@ -63,7 +78,40 @@ class Intake:
         with self._lock:
             self._counts.setdefault(source, Counter())[outcome] += n
 
+    def receive_many(self, items: Iterable[tuple[object, object]], source: str) -> Counter[str]:
+        """Consider many attached records (a sync page, a batch of announcements).
+
+        The same checks as ``receive``, but the signatures are verified on a
+        worker thread, a chunk ahead of this thread, which decodes and applies
+        the records already verified. Signature checking runs in C without the
+        GIL, so on a multi-core machine the two halves of the work overlap:
+        this is most of what lets a new node load 10,000 offers in a second.
+        """
+        outcomes: Counter[str] = Counter()
+        pending: list[Record] = []
+        for hash_, data in items:
+            prepared = self._prepare(hash_, data)
+            if isinstance(prepared, Record):
+                pending.append(prepared)
+            else:
+                outcomes[prepared] += 1
+        chunks = [pending[i : i + VERIFY_CHUNK] for i in range(0, len(pending), VERIFY_CHUNK)]
+        futures = [self._verifier.submit(_verdicts, chunk) for chunk in chunks]
+        for chunk, future in zip(chunks, futures, strict=True):
+            for record, error in zip(chunk, future.result(), strict=True):
+                outcomes[self._believe(record, error)] += 1
+        with self._lock:
+            self._counts.setdefault(source, Counter()).update(outcomes)
+        return outcomes
+
     def _receive(self, hash_: object, data: object | None) -> str:
+        prepared = self._prepare(hash_, data)
+        if isinstance(prepared, str):
+            return prepared
+        return self._believe(prepared, _verdict(prepared))
+
+    def _prepare(self, hash_: object, data: object | None) -> str | Record:
+        """Every check short of the signature: an outcome, or the record still to verify."""
         if hash_ is not None and (not isinstance(hash_, str) or not _HASH.fullmatch(hash_)):
             return MALFORMED
         if data is None:
@@ -78,7 +126,7 @@ class Intake:
             return MALFORMED
         if hash_ is not None and record.hash != hash_:
             return MISMATCH
-        return self._consider(record)
+        return self._triage(record)
 
     def _not_news(self, data: object) -> bool:
         """Cheap pre-check on the raw JSON: a version we already hold needs no decoding.
@@ -95,7 +143,7 @@ class Intake:
         held = self.index.holder(salt)
         return held is not None and held[0] == k and seq <= held[1]
 
-    def _fetch(self, hash_: str) -> str:
+    def _fetch(self, hash_: str) -> str | Record:
         try:
             record = self.link.get_record(hash_)
         except GrapeError:
@@ -104,9 +152,10 @@ class Intake:
             return FORGED if exc.code == INVALID_SIGNATURE else MALFORMED
         if record is None:
             return UNKNOWN
-        return self._consider(record)
+        return self._triage(record)
 
-    def _consider(self, record: Record) -> str:
+    def _triage(self, record: Record) -> str | Record:
+        """Whose record, and is it news? Cheap, so it runs before any signature check."""
         owner = record.k.hex() if record.k else ""
         if owner == self.my_id:
             return OWN  # we are the only writer of our records; nobody can tell us news
@@ -122,10 +171,14 @@ class Intake:
             return CONFLICT
         if held is not None and record.seq <= held[1]:
             return STALE
+        return record
+
+    def _believe(self, record: Record, error: RecordError | None) -> str:
+        """Apply a record whose signature check gave ``error`` (None: it verified)."""
+        if error is not None:
+            return FORGED if error.code == INVALID_SIGNATURE else MALFORMED
         try:
-            signed = SignedOffer.from_record(record)
-        except RecordError as exc:
-            return FORGED if exc.code == INVALID_SIGNATURE else MALFORMED
+            signed = SignedOffer.from_record(record, verify=False)
         except DocError:
             return MALFORMED
         outcome = self.index.apply(signed)
@@ -133,6 +186,9 @@ class Intake:
             for listener in self.on_applied:
                 listener(signed)
         return outcome
+
+    def close(self) -> None:
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     def counters(self) -> dict[str, dict[str, Any]]:
         with self._lock:

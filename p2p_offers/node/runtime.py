@@ -104,6 +104,7 @@ class Node:
             self.publisher.stop()
             self._flush_seen()
         self.peers.close()
+        self.intake.close()
         self.link.close()
         self.store.close()
         log.info("node %s stopped", self.client_id)

@@ -72,10 +72,12 @@ class Syncer:
         listed: set[str] = set()
         received = 0
         for records in self._pages(peer):
-            for record in records:
-                self.intake.receive(None, record, SOURCE)
-                if isinstance(record, dict) and record.get("k") == peer.client_id:
-                    listed.add(str(record.get("salt")))
+            self.intake.receive_many(((None, r) for r in records), SOURCE)
+            listed.update(
+                str(r.get("salt"))
+                for r in records
+                if isinstance(r, dict) and r.get("k") == peer.client_id
+            )
             received += len(records)
         for offer_id, signed in held_before.items():
             if offer_id not in listed:
