@@ -156,7 +156,9 @@ def create_order(node: Any, body: CreateOrder) -> Any:
     order = node.exchange.orders.submit(body.side, body.price_usd, body.amount_btc, body.tif)
     view = order_view(node, order)
     if order.status == PENDING:  # could not wait for it: 202, poll GET /orders/<id>
-        return current_app.json.response(view), 202
+        accepted = current_app.json.response(view)
+        accepted.status_code = 202
+        return accepted
     return view
 
 

@@ -347,6 +347,7 @@ class OrderDesk:
         self._active: dict[str, Order] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._busy = False  # the worker is running an item (for /health: is this node quiet?)
         self.rested: list[Callable[[], None]] = []  # told when a GTC rest was posted
         self.counts: Counter[str] = Counter()
 
@@ -402,6 +403,7 @@ class OrderDesk:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
+            self._busy = True
             try:
                 if isinstance(item, Order):
                     self._run(item)
@@ -412,6 +414,8 @@ class OrderDesk:
                 if isinstance(item, Order) and not item.done.is_set():
                     item.close(rested=False)
                     self._finish(item)
+            finally:
+                self._busy = False
 
     def _run(self, order: Order) -> None:
         def fill(receipt: Receipt) -> None:
@@ -435,4 +439,4 @@ class OrderDesk:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"queued": self._queue.qsize(), **dict(self.counts)}
+            return {"queued": self._queue.qsize(), "busy": int(self._busy), **dict(self.counts)}
