@@ -12,7 +12,7 @@ from nacl.signing import SigningKey
 
 from p2p_offers import offers, records
 from p2p_offers.codec import canonical_json
-from p2p_offers.fields import DocError, new_id
+from p2p_offers.fields import DocError, is_uuid4, new_id
 from p2p_offers.offers import FILLED, OPEN, SignedOffer, TransitionError
 from p2p_offers.records import Record, RecordError
 
@@ -199,3 +199,24 @@ def test_signed_offer_roundtrip_and_checks() -> None:
 
     with pytest.raises(DocError):
         SignedOffer.from_record(Record(v=offer.to_json()))
+
+
+@given(
+    st.sampled_from(["buy", "sell"]),
+    st.integers(1, 10**12),
+    st.integers(1, 21 * 10**14),
+    st.booleans(),
+)
+def test_offer_encoding_is_the_codecs_canonical_json(side, price, amount, filled) -> None:
+    offer = offers.create(side, price, amount, NOW, TTL)
+    if filled:
+        offer = offer.fill_with(new_id(), max(1, amount // 3), TAKER, NOW, new_id())[0]
+    assert offer.to_json() == canonical_json(offer.to_doc())
+    assert offers.parse(offer.to_json()) == offer
+
+
+@given(st.uuids())
+def test_uuid4_pattern_agrees_with_the_uuid_module(value) -> None:
+    text = str(value)
+    assert is_uuid4(text) == (value.version == 4)
+    assert not is_uuid4(text.upper()) or text == text.upper()

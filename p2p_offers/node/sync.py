@@ -58,10 +58,19 @@ class Syncer:
         started = time.perf_counter()
         received = 0
         for peer in self.peers.nodes():
+            pulled = time.perf_counter()
             try:
-                received += self._pull(peer)
+                count = self._pull(peer)
             except (requests.RequestException, ValueError) as exc:
                 log.info("sync from %s failed: %s", peer.address, exc)
+                continue
+            received += count
+            log.debug(
+                "synced %d records from %s in %.0f ms",
+                count,
+                peer.address,
+                (time.perf_counter() - pulled) * 1000,
+            )
         self.runs += 1
         self.last_ms = (time.perf_counter() - started) * 1000
         self.last_records = received
