@@ -110,6 +110,15 @@ class Offer:
         """Open and not expired: the only offers a book shows and a bid can fill."""
         return self.status == OPEN and self.expires > now_ms
 
+    @property
+    def ends_chain(self) -> bool:
+        """Nothing can be filled through this record any more: cancelled, or filled in full.
+
+        A partly filled record does not end its chain: bids naming it go on to
+        its remainder.
+        """
+        return self.status == CANCELLED or (self.fill is not None and self.fill.remainder is None)
+
     def _require_open(self) -> None:
         if self.status != OPEN:
             raise TransitionError("offer_not_open", f"offer {self.id} is {self.status}")

@@ -220,3 +220,11 @@ def test_uuid4_pattern_agrees_with_the_uuid_module(value) -> None:
     text = str(value)
     assert is_uuid4(text) == (value.version == 4)
     assert not is_uuid4(text.upper()) or text == text.upper()
+
+
+def test_which_records_end_their_chain() -> None:
+    offer = an_offer()
+    partial, rest = offer.fill_with(new_id(), 1, TAKER, NOW, new_id())
+    full, _ = offer.fill_with(new_id(), offer.amount, TAKER, NOW, new_id())
+    assert not offer.ends_chain and not partial.ends_chain and rest is not None
+    assert full.ends_chain and offer.cancel().ends_chain

@@ -22,7 +22,6 @@ from p2p_offers.node import errors
 from p2p_offers.node.index import OfferIndex
 from p2p_offers.node.peers import Peers
 from p2p_offers.node.store import TAKER, Store, StoredFill
-from p2p_offers.offers import CANCELLED, FILLED
 from p2p_offers.signing import SignatureError, public_hex
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ class Taker:
         offer = signed.offer
         if signed.owner == self.me:
             raise errors.conflict("own_offer", "a node cannot bid on its own offers")
-        if offer.status == CANCELLED or (offer.status == FILLED and not offer.fill.remainder):  # type: ignore[union-attr]
+        if offer.ends_chain:
             raise errors.conflict("offer_taken", f"offer {offer_id} is {offer.status}")
         bid = make_bid(
             self.key,
