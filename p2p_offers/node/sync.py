@@ -96,6 +96,17 @@ class Syncer:
     def _pages(self, peer: Peer) -> Iterator[list[Any]]:
         """Pages of records, the next one fetched while the caller verifies this one."""
         pages: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=2)
+        abandoned = threading.Event()
+
+        def hand_over(item: list[Any] | BaseException | None) -> bool:
+            """Queue ``item`` for the consumer; False once it has stopped listening."""
+            while not abandoned.is_set():
+                try:
+                    pages.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def fetch() -> None:
             cursor: str | None = None
@@ -112,19 +123,23 @@ class Syncer:
                     records = page.get("records") if isinstance(page, dict) else None
                     if not isinstance(records, list):
                         raise ValueError("malformed sync page")
-                    pages.put(records)
+                    if not hand_over(records):
+                        return
                     cursor = page.get("next")
                     if not cursor or not records:
                         break
-                pages.put(None)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                pages.put(exc)
+                hand_over(None)
+            except Exception as exc:  # handed to the consumer, which raises it
+                hand_over(exc)
 
         threading.Thread(target=fetch, name="sync-fetch", daemon=True).start()
-        while (item := pages.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while (item := pages.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            abandoned.set()
 
     def stats(self) -> dict[str, object]:
         return {"runs": self.runs, "last_ms": self.last_ms, "last_records": self.last_records}
