@@ -106,10 +106,6 @@ class Offer:
 
     # -- state ---------------------------------------------------------------------------
 
-    def is_live(self, now_ms: int) -> bool:
-        """Open and not expired: the only offers a book shows and a bid can fill."""
-        return self.status == OPEN and self.expires > now_ms
-
     @property
     def ends_chain(self) -> bool:
         """Nothing can be filled through this record any more: cancelled, or filled in full.
