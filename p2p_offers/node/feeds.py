@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 LEDGER_SALT = b"ledger"
 HEAD_ID = LEDGER_SALT.decode()  # the publisher's queue key for our head
 PAGE_LIMIT = 500
+PULL_DELAY_S = 0.02  # collect announcements this long before pulling: one pull per burst
 MAX_PAGE_LIMIT = 2000
 
 FORGED, MALFORMED = "forged", "malformed"
@@ -159,11 +160,11 @@ class LedgerStore:
         with store.transaction() as db:
             for statement in SCHEMA:
                 db.execute(statement)
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[FeedState], None]] = []
         store.add_fill_hook(self._append_own)
 
-    def on_own_append(self, listener: Callable[[], None]) -> None:
-        """``listener()`` runs after each commit that grew our feed (to publish the head)."""
+    def on_own_append(self, listener: Callable[[FeedState], None]) -> None:
+        """``listener(new state)`` runs after each commit that grew our feed."""
         self._listeners.append(listener)
 
     def _append_own(self, db: Any, fills: list[StoredFill]) -> Callable[[], None] | None:
@@ -184,11 +185,13 @@ class LedgerStore:
         for receipt in made:
             head = ledger.append(self.key, head, receipt.to_wire(), receipt.ts)
             _insert(db, head)
-        return self._notify
+        assert head is not None
+        state = FeedState(self.me, head["height"], entry_hash(head))
+        return lambda: self._notify(state)
 
-    def _notify(self) -> None:
+    def _notify(self, state: FeedState) -> None:
         for listener in self._listeners:
-            listener()
+            listener(state)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -365,17 +368,18 @@ class FeedReplicator:
         self._wanted: dict[str, SignedHead] = {}  # owner -> newest head announced, not yet held
         self._work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._owner_locks: dict[str, threading.Lock] = {}
-        self._head_dirty = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.counts: Counter[str] = Counter()
-        ledger_store.on_own_append(self._head_dirty.set)
+        ledger_store.on_own_append(self.publish_head)
 
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self, sync_interval_s: float) -> None:
-        self._head_dirty.set()  # (re)publish our head once at start
-        loops = [("ledger-pull", self._pull_loop), ("ledger-head", self._head_loop)]
+        state = self.ledger.state(self.me)
+        if state.height:  # (re)publish our head once at start: peers may have missed it
+            self.publish_head(state)
+        loops = [("ledger-pull", self._pull_loop)]
         loops.append(("ledger-sync", lambda: self._sync_loop(sync_interval_s)))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=name, daemon=True)
@@ -384,29 +388,19 @@ class FeedReplicator:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._head_dirty.set()
         self._work.put(None)
         for thread in self._threads:
             thread.join(timeout=5)
 
     # -- our head --------------------------------------------------------------------------
 
-    def _head_loop(self) -> None:
-        """Sign our newest head and hand it to the publisher; bursts collapse into one."""
-        while True:
-            self._head_dirty.wait()
-            if self._stopping.is_set():
-                return
-            self._head_dirty.clear()
-            try:
-                self.publish_head()
-            except Exception:
-                log.exception("publishing the ledger head failed")
+    def publish_head(self, state: FeedState) -> SignedHead:
+        """Hand our new head to the publisher, from the thread that committed the fills.
 
-    def publish_head(self) -> SignedHead | None:
-        state = self.ledger.state(self.me)
-        if not state.height:
-            return None
+        That thread queues the fill's offer versions right after this, so the
+        head usually rides in the same push to each peer as the records, and
+        the publisher keeps only the newest head of a burst.
+        """
         head = sign_head(self.key, state.height, state.head)
         self.publisher.publish([head])  # type: ignore[list-item]  # duck-typed like an offer
         return head
@@ -431,11 +425,15 @@ class FeedReplicator:
             if head.height <= held or (wanted is not None and wanted.height >= head.height):
                 return STALE
             self._wanted[head.owner] = head
-        self._work.put(head.owner)
+        if wanted is None:  # else it is queued already, and will pull up to this head
+            self._work.put(head.owner)
         return APPLIED
 
     def _pull_loop(self) -> None:
+        """Pull announced feeds; a short pause first lets a burst of heads become one pull."""
         while (owner := self._work.get()) is not None:
+            if self._stopping.wait(PULL_DELAY_S):
+                return
             with self._lock:
                 head = self._wanted.pop(owner, None)
             if head is None:
