@@ -425,6 +425,9 @@ def test_a_node_killed_mid_run_catches_up_its_ledger(net: Net) -> None:
         mine = {t["fill_id"] for t in state["trades"] if t["maker"] == net.ids[late.url]}
         assert given <= mine  # no receipt it gave out is missing from its feed
         assert net.get(late, "/health")["ledger"]["pulled"] > 0
+        for proc, _, order in done:  # its orders survived the crash, as they were answered
+            if proc is late:
+                assert net.get(late, f"/orders/{order['id']}")["fills"] == order["fills"]
     finally:
         cancel_all(net, [late])
         net.cluster.stop(late)

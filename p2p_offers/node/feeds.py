@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 LEDGER_SALT = b"ledger"
 HEAD_ID = LEDGER_SALT.decode()  # the publisher's queue key for our head
 PAGE_LIMIT = 500
-PULL_DELAY_S = 0.02  # collect announcements this long before pulling: one pull per burst
+PULL_DELAY_S = 0.1  # collect announcements this long before pulling: one pull per burst
 MAX_PAGE_LIMIT = 2000
 
 FORGED, MALFORMED = "forged", "malformed"
