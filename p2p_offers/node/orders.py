@@ -396,9 +396,6 @@ class OrderDesk:
             live = {o.id: o for o in self._active.values()}
         return [live.get(o.id, o) for o in done]
 
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     # -- the worker ------------------------------------------------------------------------
 
     def _work(self) -> None:
