@@ -130,6 +130,27 @@ def test_order_never_trades_with_own_offers_and_moves_past_an_unreachable_owner(
     assert node.store.fills() == []
 
 
+def test_an_order_the_node_cannot_wait_for_is_answered_202_and_finishes_later(tmp_path) -> None:
+    client, node, _ = local_node(tmp_path)
+    desk = node.exchange.orders
+    desk.wait_s = 0.01  # and no worker yet: the order stays queued
+    try:
+        queued = order(client, status=202)
+        assert queued["status"] == "pending" and queued["fills"] == []
+        exchange_api.OrderOut.model_validate(queued)
+        assert client.get(f"/orders/{queued['id']}").json["status"] == "pending"
+        assert [o["id"] for o in client.get("/orders").json["orders"]] == [queued["id"]]
+        assert desk.orders.get(queued["id"]) is not None  # its id was given out: on disk
+        desk.start()
+        wait_until(
+            lambda: client.get(f"/orders/{queued['id']}").json["status"] == "resting", 5, "it"
+        )
+        assert desk.orders.get(queued["id"]).status == "resting"
+    finally:
+        desk.stop()
+        node.stop()
+
+
 def test_pending_orders_are_closed_when_the_node_restarts(tmp_path) -> None:
     client, node, _ = local_node(tmp_path)
     cut = Order(new_id(), "buy", 100, 1000, "gtc", node.clock())

@@ -10,9 +10,10 @@ does uncrossing (``uncross``), with a filter that admits only older makers.
 
 ``OrderDesk`` runs orders strictly one at a time, in arrival order, on one
 worker thread; uncrossing tasks join the same queue, so everything this node
-does as a taker is serialized. An order is durable from the moment it is
-queued and after every fill, so a restarted node still lists it (an order cut
-short by a crash is closed with the fills it recorded; its rest is not posted).
+does as a taker is serialized. An order is durable from the moment its id is
+given out and after every fill, so a restarted node still lists it (an order
+cut short by a crash is closed with the fills it recorded; its rest is not
+posted).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class Order:
 
 
 class OrderStore:
-    """Orders in the node's database: written when queued, after each fill, and when done."""
+    """Orders in the node's database (see ``OrderDesk.submit`` for when they are written)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -368,9 +369,14 @@ class OrderDesk:
     # -- intake ----------------------------------------------------------------------------
 
     def submit(self, side: str, price: int, amount: int, tif: str = GTC) -> Order:
-        """Queue an order; return it done, or still pending if the wait was not allowed/long."""
+        """Queue an order; return it done, or still pending if the wait was not allowed/long.
+
+        An order is written to disk once its id is given out: at its first
+        fill, when it is done, or here if it is handed back still pending.
+        One that a crash cuts short before any of these never traded and was
+        never acknowledged.
+        """
         order = Order(new_id(), side, price, amount, tif, self.clock())
-        self.orders.save(order)
         with self._lock:
             self._active[order.id] = order
         self._queue.put(order)
@@ -379,6 +385,8 @@ class OrderDesk:
                 order.done.wait(self.wait_s)
             finally:
                 self._waiting.release()
+        if not order.done.is_set():
+            self.orders.save(order)  # snapshots the order inside the write: never older
         return order
 
     def enqueue(self, task: Task) -> None:
@@ -391,10 +399,11 @@ class OrderDesk:
         return order if order is not None else self.orders.get(order_id)
 
     def latest(self, limit: int) -> list[Order]:
-        done = self.orders.latest(limit)
+        """Newest first: the stored ones, with the live object for any still being worked."""
+        merged = {o.id: o for o in self.orders.latest(limit)}
         with self._lock:
-            live = {o.id: o for o in self._active.values()}
-        return [live.get(o.id, o) for o in done]
+            merged.update(self._active)
+        return sorted(merged.values(), key=lambda o: (o.created, o.id), reverse=True)[:limit]
 
     # -- the worker ------------------------------------------------------------------------
 
