@@ -162,10 +162,22 @@ async def ledger_converged(
         return time.perf_counter() - start, False, held
 
 
-async def cancel_seeds(session: aiohttp.ClientSession, urls: list[str], owners: list[str]) -> None:
-    for url, owner in zip(urls, owners, strict=True):
-        mine = await open_offers(session, url, owner)
-        await asyncio.gather(*(call(session, "DELETE", f"{url}/offers/{o['id']}") for o in mine))
+async def clear_books(session: aiohttp.ClientSession, urls: list[str], owners: list[str]) -> None:
+    """Cancel every open offer until no node lists any, so rounds never trade with each other.
+
+    One pass is not enough: an uncrossing still under way when the round ends
+    may give back a reserved amount as a new offer after it.
+    """
+
+    async def empty() -> bool:
+        for url, owner in zip(urls, owners, strict=True):
+            mine = await open_offers(session, url, owner)
+            cancels = (call(session, "DELETE", f"{url}/offers/{o['id']}") for o in mine)
+            await asyncio.gather(*cancels)
+        books = await asyncio.gather(*(open_offers(session, u) for u in urls))
+        return not any(books)
+
+    await wait_for(empty, 30, interval=0.1)
 
 
 async def one_round(session: aiohttp.ClientSession, net, owners: list[str], args, r: int) -> dict:
@@ -190,7 +202,7 @@ async def one_round(session: aiohttp.ClientSession, net, owners: list[str], args
         session, urls, fill_ids, args.converge_timeout
     )
     health = await asyncio.gather(*(expect(session, "GET", f"{u}/health") for u in urls))
-    await cancel_seeds(session, urls, owners)
+    await clear_books(session, urls, owners)
     lat = summarize(tally.latencies_ms)
     orders = len(tally.latencies_ms)
     return {
