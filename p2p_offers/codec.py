@@ -15,6 +15,9 @@ from typing import Any
 Bencodable = int | bytes | str | list[Any] | dict[Any, Any]
 
 MAX_DEPTH = 32
+# Integers and string lengths longer than this are refused before int() sees them:
+# BEP44 needs int64 at most, and int() of thousands of digits is slow or raises.
+MAX_INT_DIGITS = 20
 
 
 class DecodeError(ValueError):
@@ -119,7 +122,12 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Bencodable, int]:
 
 def _canonical_int(text: bytes) -> bool:
     digits = text[1:] if text.startswith(b"-") else text
-    return digits.isdigit() and (digits == b"0" or not digits.startswith(b"0")) and text != b"-0"
+    return (
+        len(digits) <= MAX_INT_DIGITS
+        and digits.isdigit()
+        and (digits == b"0" or not digits.startswith(b"0"))
+        and text != b"-0"
+    )
 
 
 def canonical_json(value: Any) -> bytes:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from p2p_offers.codec import DecodeError, bdecode, bencode, canonical_json, parse_canonical_json
 
 bvalues = st.recursive(
-    st.integers() | st.binary(max_size=40),
+    st.integers(min_value=-(10**20) + 1, max_value=10**20 - 1) | st.binary(max_size=40),
     lambda inner: (
         st.lists(inner, max_size=5) | st.dictionaries(st.binary(max_size=8), inner, max_size=5)
     ),
@@ -98,3 +98,16 @@ def test_parse_canonical_json_rejects(bad):
 def test_canonical_json_refuses_floats():
     with pytest.raises(TypeError):
         canonical_json({"price": 1.5})
+
+
+@pytest.mark.parametrize(
+    "bad", [b"i" + b"9" * 5000 + b"e", b"9" * 5000 + b":x", b"i" + b"1" * 21 + b"e"]
+)
+def test_bdecode_refuses_huge_numbers_before_converting_them(bad):
+    # int() of thousands of digits raises ValueError (or burns CPU): it must be a DecodeError.
+    with pytest.raises(DecodeError):
+        bdecode(bad)
+
+
+def test_bdecode_takes_int64():
+    assert bdecode(b"i9223372036854775807e") == 2**63 - 1
