@@ -129,7 +129,7 @@ class Record:
         if not isinstance(v, str):
             raise RecordError(MALFORMED, "v must be a string")
         if data.get("k") is None:
-            return cls(v=v.encode())
+            return cls(v=_utf8(v, "v"))
         k, sig, seq, salt = data.get("k"), data.get("sig"), data.get("seq"), data.get("salt", "")
         if not (isinstance(k, str) and isinstance(sig, str)):
             raise RecordError(MALFORMED, "k and sig must be hex strings")
@@ -141,7 +141,15 @@ class Record:
             kb, sigb = bytes.fromhex(k), bytes.fromhex(sig)
         except ValueError:
             raise RecordError(MALFORMED, "k and sig must be hex strings") from None
-        return cls(v=v.encode(), k=kb, salt=(salt or "").encode(), seq=seq, sig=sigb)
+        return cls(v=_utf8(v, "v"), k=kb, salt=_utf8(salt or "", "salt"), seq=seq, sig=sigb)
+
+
+def _utf8(text: str, field: str) -> bytes:
+    """JSON can carry lone surrogates that have no UTF-8 form: malformed input, not a crash."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise RecordError(MALFORMED, f"{field} is not valid UTF-8 text") from None
 
 
 def signed_buffer(salt: bytes, seq: int, v: bytes) -> bytes:

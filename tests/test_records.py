@@ -135,3 +135,13 @@ def test_newest_picks_highest_seq_whatever_the_order(seq_list):
     recs = [sign(KEY, b"v%d" % s, s) for s in seq_list]
     assert newest(recs).seq == max(seq_list)
     assert newest(list(reversed(recs))) == newest(recs)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"v": "\ud800"}, {"v": "x", "k": "00" * 32, "sig": "00" * 64, "seq": 1, "salt": "\udfff"}],
+)
+def test_from_json_rejects_lone_surrogates(bad):
+    with pytest.raises(RecordError) as err:
+        Record.from_json(bad)
+    assert err.value.code == records.MALFORMED
