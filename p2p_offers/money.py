@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 CENTS_PER_USD = 100
 SATS_PER_BTC = 100_000_000
 MAX_PRICE_CENTS = 10**12  # ten billion USD per BTC: far beyond any sane quote
 MAX_AMOUNT_SATS = 21_000_000 * SATS_PER_BTC  # every bitcoin there will ever be
+
+
+# A decimal string as users write it: no exponents, no underscores, no signs but minus.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+MAX_DIGITS = 30  # far beyond any field's maximum; longer input is refused before arithmetic
 
 
 class MoneyError(ValueError):
@@ -39,14 +45,24 @@ def _parse(value: object, places: int, maximum: int, unit: str) -> int:
         # JSON numbers reach us as Decimal (the app parses floats as Decimal);
         # a float from elsewhere is taken at its shortest repr, never its binary value.
         value = repr(value)
+    if isinstance(value, str):
+        value = value.strip()
+        if len(value) > MAX_DIGITS or not _DECIMAL_TEXT.fullmatch(value):
+            raise MoneyError(f"{value[:40]!r} is not a decimal number like 123.45")
     try:
-        number = Decimal(value.strip() if isinstance(value, str) else value)
+        number = Decimal(value)
     except InvalidOperation:
         raise MoneyError(f"{value!r} is not a decimal number") from None
     if not number.is_finite():
         raise MoneyError("must be a finite number")
-    scaled = number.scaleb(places)
-    if scaled != scaled.to_integral_value():
+    if number.adjusted() > MAX_DIGITS:
+        raise MoneyError(f"must be at most {_format(maximum, places)} {unit}")
+    try:
+        scaled = number.scaleb(places)
+        exact = scaled == scaled.to_integral_value()
+    except ArithmeticError:  # an exponent like 1e-999999 underflows the context
+        raise MoneyError(f"at most {places} decimal places") from None
+    if not exact:
         raise MoneyError(f"at most {places} decimal places")
     units = int(scaled)
     if units <= 0:

@@ -65,3 +65,23 @@ def test_usd_round_trip(cents):
 def test_notional_rounds_down():
     assert notional_cents(5_000_000, 1) == 0
     assert notional_cents(5_000_000, 100_000_000) == 5_000_000
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1e999999",
+        "1_000",
+        "1e3",
+        "+5",
+        "0x10",
+        "1" * 40,
+        Decimal("1E+999999"),
+        Decimal("1E-999999"),
+    ],
+)
+def test_parse_rejects_exotic_numbers_with_money_error(value):
+    # Decimal would accept these (or overflow): only plain decimal text is money.
+    for parse in (parse_usd, parse_btc):
+        with pytest.raises(MoneyError):
+            parse(value)
