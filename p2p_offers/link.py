@@ -87,7 +87,10 @@ class Link:
 
     def announce(self, name: str, port: int, host: str | None = None) -> int:
         data: list[Any] = [name, port] if host is None else [name, port, host]
-        return int(self.request("announce", data))
+        stored = self.request("announce", data)
+        if isinstance(stored, bool) or not isinstance(stored, int):
+            raise GrapeError("ERR_GRAPE_REPLY", f"announce answered {stored!r}, not a count")
+        return stored
 
     def lookup(self, name: str) -> list[str]:
         result = self.request("lookup", name)
@@ -160,7 +163,9 @@ class Link:
                     try:
                         self.announce(*entry)
                         due[entry] = now + interval
-                    except GrapeError as exc:
+                    except Exception as exc:  # this thread must outlive any reply
+                        # If this thread died, the node would silently drop out of every
+                        # lookup once the grape's --dpa ran out; keep retrying instead.
                         log.warning("announce %s failed: %s", entry[0], exc)
                         due[entry] = now + min(interval, 1.0)
             wait = min((due.get(e, now) for e in entries), default=now + 60.0) - now

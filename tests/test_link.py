@@ -82,8 +82,10 @@ def test_unreachable_grape():
 
 class LyingGrape(BaseHTTPRequestHandler):
     reply: object = None
+    calls: int = 0
 
     def do_POST(self) -> None:
+        type(self).calls += 1
         self.rfile.read(int(self.headers["Content-Length"]))
         body = json.dumps(self.reply).encode()
         self.send_response(200)
@@ -117,3 +119,21 @@ def test_get_record_does_not_believe_a_lying_grape(liar):
         assert err.value.code == code
     handler.reply = genuine.to_json()
     assert link.get_record(genuine.hash) == genuine
+
+
+def test_announcing_survives_a_grape_answering_nonsense(liar):
+    link, handler = liar
+    handler.reply, handler.calls = "junk", 0
+    with pytest.raises(GrapeError) as err:
+        link.announce("svc", 1000)
+    assert err.value.name == "ERR_GRAPE_REPLY"
+    link.start_announcing("svc", 1000, interval=0.05)
+    deadline = time.monotonic() + 10
+    while handler.calls < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    handler.reply = 1  # the grape recovers: announcing carries on
+    seen = handler.calls
+    while handler.calls < seen + 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    link.close()
+    assert handler.calls >= seen + 2
