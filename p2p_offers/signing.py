@@ -52,7 +52,18 @@ def load_or_create_key(path: Path) -> SigningKey:
         return SigningKey(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = SigningKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written aside, fsynced, then renamed: a crash can leave no key or the whole key,
+    # never an empty file that would stop the node from starting again.
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(bytes(key).hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return key

@@ -24,3 +24,9 @@ def test_key_file_is_private_and_stable(tmp_path):
     key = load_or_create_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_or_create_key(path).encode() == key.encode()
+
+
+def test_key_file_write_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "key"
+    load_or_create_key(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]
