@@ -1,10 +1,9 @@
-"""Helpers for node tests: an in-process node on a fake grape, and a real-network harness."""
+"""Helpers for node tests: an in-process node on a real grape, and a real-network harness."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,53 +14,10 @@ from nacl.signing import SigningKey
 
 from p2p_offers import offers
 from p2p_offers.cluster import Cluster, Proc, free_ports, local_network
-from p2p_offers.link import GrapeError
+from p2p_offers.link import Link
 from p2p_offers.node.app import create_app, node_of
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.runtime import Node
-from p2p_offers.records import Record, check_update
-
-
-class FakeLink:
-    """The parts of ``Link`` a node uses, in memory: a DHT that follows BEP44's write rule."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, Record] = {}
-        self.services: dict[str, list[str]] = {}
-        self.down = False
-        self._lock = threading.Lock()
-
-    def _check(self) -> None:
-        if self.down:
-            raise GrapeError("ERR_GRAPE_UNREACHABLE", "fake grape is down")
-
-    def announce(self, name: str, port: int, host: str | None = None) -> int:
-        self._check()
-        return 1
-
-    def start_announcing(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def stop_announcing(self, name: str | None = None) -> None:
-        pass
-
-    def lookup(self, name: str) -> list[str]:
-        self._check()
-        return list(self.services.get(name, []))
-
-    def put_record(self, record: Record, cas: int | None = None) -> str:
-        self._check()
-        with self._lock:
-            check_update(self.records.get(record.hash), record, cas)
-            self.records[record.hash] = record
-        return record.hash
-
-    def get_record(self, hash_: str) -> Record | None:
-        self._check()
-        return self.records.get(hash_)
-
-    def close(self) -> None:
-        pass
 
 
 class Clock:
@@ -75,15 +31,29 @@ class Clock:
 
 
 def local_node(
-    tmp_path: Path, clock: Clock | None = None, token: str | None = None, port: int = 4999
-) -> tuple[Any, Node, FakeLink]:
-    """(Flask test client, node, fake link) — no threads started, no sockets opened."""
-    link = FakeLink()
-    config = NodeConfig(port=port, grape="http://fake", data_dir=tmp_path, api_token=token)
-    node = Node(config, clock=clock or Clock(), link=link)  # type: ignore[arg-type]
+    grape_url: str,
+    tmp_path: Path,
+    clock: Clock | None = None,
+    token: str | None = None,
+    port: int = 4999,
+) -> tuple[Any, Node, Link]:
+    """(Flask test client, node, its ``Link`` to the real grape at ``grape_url``).
+
+    No background thread is started and the node listens on no socket; what it
+    asks the DHT goes over HTTP to a real grape. The node's clock is ``clock``,
+    but the grape's own TTLs (announcements, records) run on real time.
+    """
+    link = Link(grape_url)
+    config = NodeConfig(port=port, grape=grape_url, data_dir=tmp_path, api_token=token)
+    node = Node(config, clock=clock or Clock(), link=link)
     app = create_app(config, node)
     assert node_of(app) is node
     return app.test_client(), node, link
+
+
+def unreachable_grape_url() -> str:
+    """A grape address where nothing listens: a ``Link`` to it fails to connect."""
+    return f"http://127.0.0.1:{free_ports(1)[0]}"
 
 
 def foreign_offer(

@@ -1,7 +1,8 @@
-"""The node's REST API in process (Flask test client, fake grape): shapes, errors, owner rules.
+"""The node's REST API in process (Flask test client, real grape): shapes, errors, owner rules.
 
-Everything here runs without sockets or background threads, so it is fast and
-exact; the behaviour across real processes is in test_node_network.py.
+The node runs in the test's process with no background threads and talks to one
+shared real grape, so this is fast and exact; the behaviour across real node
+processes is in test_node_network.py.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from node_helpers import Clock, announcement, foreign_offer, local_node
+from node_helpers import Clock, announcement, foreign_offer, local_node, unreachable_grape_url
 
 from p2p_offers import bids, offers
 from p2p_offers.fields import new_id
 from p2p_offers.node import models
+from p2p_offers.node.peers import owner_service
 from p2p_offers.node.store import MAKER
 from p2p_offers.signing import public_hex
 
@@ -23,9 +25,9 @@ TAKER = SigningKey(b"\x08" * 32)
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(grape_url, tmp_path):
     clock = Clock()
-    client, node, link = local_node(tmp_path, clock)
+    client, node, link = local_node(grape_url, tmp_path, clock)
     yield client, node, link, clock
     node.stop()
 
@@ -168,8 +170,8 @@ def test_update_rules(env) -> None:
     assert resp.status_code == 400
 
 
-def test_bearer_token_guards_control_endpoints(tmp_path) -> None:
-    client, node, _ = local_node(tmp_path, token="s3cret")
+def test_bearer_token_guards_control_endpoints(grape_url, tmp_path) -> None:
+    client, node, _ = local_node(grape_url, tmp_path, token="s3cret")
     try:
         body = {"side": "sell", "price_usd": "1", "amount_btc": "1"}
         assert client.post("/offers", json=body).status_code == 401
@@ -236,8 +238,9 @@ def test_announcements_apply_only_valid_newer_records(env) -> None:
     assert counts["malformed"] == 3 and counts["conflict"] == 1 and counts["mismatch"] == 1
     assert counts["unknown"] == 1 and counts["expired"] == 1
 
-    link.records[v2.hash] = offers.sign(OTHER, v2.offer.cancel(), 3).record
-    assert send({"hash": v2.hash})["outcomes"] == {"applied": 1}  # hint only: read from DHT
+    cancelled = offers.sign(OTHER, v2.offer.cancel(), 3).record
+    assert link.put_record(cancelled) == v2.hash  # the owner puts it into the DHT ...
+    assert send({"hash": v2.hash})["outcomes"] == {"applied": 1}  # ... a hint: read from there
     assert client.get(f"/offers/{v1.id}").json["status"] == "cancelled"
 
 
@@ -408,17 +411,18 @@ def test_taker_errors_without_reaching_an_owner(env) -> None:
     assert resp.status_code == 404
     assert client.post(f"/offers/{own['id']}/bids", json={"amount_btc": "0"}).status_code == 400
 
-    rec = foreign_offer(OTHER, clock.now)
+    owner = SigningKey.generate()  # a name of this test's own in the shared grape
+    rec = foreign_offer(owner, clock.now)
     client.post("/peer/announce", json=announcement(rec))
     resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})
     assert resp.status_code == 502 and error_code(resp) == "owner_unreachable"  # not announced
 
-    link.services[f"p2p_offers:owner:{public_hex(OTHER)}"] = ["127.0.0.1:1"]  # nobody there
+    link.announce(owner_service(public_hex(owner)), 1, "127.0.0.1")  # nobody there
     resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})
     assert resp.status_code == 502
 
-    link.down = True
-    node.peers.forget_owner(public_hex(OTHER))
+    link.grape = unreachable_grape_url()  # the grape is gone: the lookup cannot connect
+    node.peers.forget_owner(public_hex(owner))
     resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})
     assert resp.status_code == 503 and error_code(resp) == "dht_unavailable"
     assert node.store.fills() == []

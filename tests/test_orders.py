@@ -1,10 +1,11 @@
-"""Orders, uncrossing and the ledger in process (Flask test client, fake grape).
+"""Orders, uncrossing and the ledger in process (Flask test client, real grape).
 
-What is exact and cheap to pin down without a network lives here: order
-validation and statuses, the sweep's moving on after lost races, which offers
-uncrossing must act on, the maker's feed written in the fill's transaction,
-and a lying peer's forged, forked and gapped feeds being refused. The same
-behaviour across real processes is in test_orders_network.py.
+What is exact and cheap to pin down without a network of nodes lives here (the
+one node talks to a shared real grape): order validation and statuses, the
+sweep's moving on after lost races, which offers uncrossing must act on, the
+maker's feed written in the fill's transaction, and a lying peer's forged,
+forked and gapped feeds being refused. The same behaviour across real node
+processes is in test_orders_network.py.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ EVIL = SigningKey(b"\x09" * 32)
 
 
 @pytest.fixture
-def env(tmp_path) -> Iterator[tuple[Any, Any, Any, Clock]]:
+def env(grape_url, tmp_path) -> Iterator[tuple[Any, Any, Any, Clock]]:
     clock = Clock()
-    client, node, link = local_node(tmp_path, clock)
+    client, node, link = local_node(grape_url, tmp_path, clock)
     node.exchange.orders.start()
     yield client, node, link, clock
     node.exchange.orders.stop()
@@ -120,7 +121,8 @@ def test_order_with_nothing_to_cross_rests_gtc_and_drops_ioc(env) -> None:
 def test_order_never_trades_with_own_offers_and_moves_past_an_unreachable_owner(env) -> None:
     client, node, _, clock = env
     own = offer_of(client, price="29000")
-    foreign = foreign_offer(OTHER, clock.now)  # sells 1 BTC at 30000; OTHER is not announced
+    stranger = SigningKey.generate()  # never announced, in the shared grape or anywhere
+    foreign = foreign_offer(stranger, clock.now)  # sells 1 BTC at 30000
     client.post("/peer/announce", json=announcement(foreign))
 
     placed = order(client, price_usd="31000", amount_btc="0.4")
@@ -130,8 +132,10 @@ def test_order_never_trades_with_own_offers_and_moves_past_an_unreachable_owner(
     assert node.store.fills() == []
 
 
-def test_an_order_the_node_cannot_wait_for_is_answered_202_and_finishes_later(tmp_path) -> None:
-    client, node, _ = local_node(tmp_path)
+def test_an_order_the_node_cannot_wait_for_is_answered_202_and_finishes_later(
+    grape_url, tmp_path
+) -> None:
+    client, node, _ = local_node(grape_url, tmp_path)
     desk = node.exchange.orders
     desk.wait_s = 0.01  # and no worker yet: the order stays queued
     try:
@@ -151,12 +155,12 @@ def test_an_order_the_node_cannot_wait_for_is_answered_202_and_finishes_later(tm
         node.stop()
 
 
-def test_pending_orders_are_closed_when_the_node_restarts(tmp_path) -> None:
-    client, node, _ = local_node(tmp_path)
+def test_pending_orders_are_closed_when_the_node_restarts(grape_url, tmp_path) -> None:
+    client, node, _ = local_node(grape_url, tmp_path)
     cut = Order(new_id(), "buy", 100, 1000, "gtc", node.clock())
     node.exchange.orders.orders.save(cut)
     node.stop()
-    client, node, _ = local_node(tmp_path)
+    client, node, _ = local_node(grape_url, tmp_path)
     node.exchange.orders.start()
     try:
         got = client.get(f"/orders/{cut.id}").json
@@ -336,9 +340,14 @@ def test_head_records_are_believed_only_when_signed_and_well_formed(env) -> None
 
 
 class FeedServer:
-    """A peer serving ``GET /peer/ledger/<owner>`` from whatever chain the test gives it."""
+    """A peer serving ``GET /peer/ledger/<owner>`` from whatever chain the test gives it.
+
+    It is the node of ``key``, an owner made fresh for each test so that its name
+    in the shared grape is announced by this server and no other.
+    """
 
     def __init__(self) -> None:
+        self.key = SigningKey.generate()
         self.chains: dict[str, list[dict]] = {}
         outer = self
 
@@ -360,7 +369,8 @@ class FeedServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -371,7 +381,7 @@ class FeedServer:
 @pytest.fixture
 def evil(env) -> Iterator[FeedServer]:
     server = FeedServer()
-    env[2].services[owner_service(public_hex(EVIL))] = [server.address]
+    env[2].announce(owner_service(public_hex(server.key)), server.port, "127.0.0.1")
     yield server
     server.close()
 
@@ -396,11 +406,11 @@ def announce_head(client: Any, key: SigningKey, chain: list[dict]) -> None:
 
 def test_feeds_are_pulled_from_their_owner_verified_and_served_on(env, evil) -> None:
     client, node, _, _ = env
-    owner = public_hex(EVIL)
-    evil.chains[owner] = chain_of(EVIL, 12)
+    owner = public_hex(evil.key)
+    evil.chains[owner] = chain_of(evil.key, 12)
     node.exchange.feeds.start(sync_interval_s=60)
     try:
-        announce_head(client, EVIL, evil.chains[owner])
+        announce_head(client, evil.key, evil.chains[owner])
         wait_until(lambda: node.exchange.feeds.height(owner) == 12, 5, "the pull")
     finally:
         node.exchange.feeds.stop()
@@ -414,8 +424,9 @@ def test_feeds_are_pulled_from_their_owner_verified_and_served_on(env, evil) -> 
 def test_forked_gapped_and_forged_feeds_are_refused(env, evil) -> None:
     client, node, _, _ = env
     feeds = node.exchange.feeds
-    owner = public_hex(EVIL)
-    honest = chain_of(EVIL, 3)
+    key = evil.key
+    owner = public_hex(key)
+    honest = chain_of(key, 3)
     evil.chains[owner] = honest[:2]
     assert feeds.catch_up(owner, 2) == 2
 
@@ -423,7 +434,7 @@ def test_forked_gapped_and_forged_feeds_are_refused(env, evil) -> None:
     forged = {**honest[2], "ts": honest[2]["ts"] + 1}
     assert feeds.accept(owner, [forged]) == 0
     # a batch that skips a height
-    assert feeds.accept(owner, [chain_of(EVIL, 5)[4]]) == 0
+    assert feeds.accept(owner, [chain_of(key, 5)[4]]) == 0
     # junk at a held height that its owner never signed: not proof of anything
     assert feeds.accept(owner, [{**honest[1], "ts": 99}]) == 0
     assert feeds.stats() | {"pulled": 0} == {
@@ -431,10 +442,10 @@ def test_forked_gapped_and_forged_feeds_are_refused(env, evil) -> None:
     }  # fmt: skip
 
     # the owner signs another history from height 2 on and announces it: a proven fork
-    other = honest[:1] + chain_of(EVIL, 4)[1:]
-    other[1:] = _relink(EVIL, honest[0], other[1:])
+    other = honest[:1] + chain_of(key, 4)[1:]
+    other[1:] = _relink(key, honest[0], other[1:])
     evil.chains[owner] = other
-    announce_head(client, EVIL, other)
+    announce_head(client, key, other)
     assert feeds.catch_up(owner, 4) == 2
     assert feeds.stats()["forks"] == 1 and feeds.stats()["forked_feeds"] == 1
     held, offered = node.store.query("SELECT held, offered FROM ledger_forks")[0]
