@@ -9,9 +9,6 @@ clone never holds node_modules and later runs reuse it.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,34 +16,21 @@ import pytest
 from conftest import node_js_available
 
 from p2p_offers.cluster import free_ports, local_network
+from p2p_offers.grape import grenache
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTION = REPO / "postman" / "p2p-offers.postman_collection.json"
 ENVIRONMENT = REPO / "postman" / "local.postman_environment.json"
-NPM_CACHE = Path(
-    os.environ.get("P2P_OFFERS_NPM_CACHE", Path.home() / ".cache" / "p2p-offers" / "npm")
-)
-NEWMAN_SPEC = "newman@6"
-
 pytestmark = pytest.mark.node_js
 
 
 def _newman() -> Path:
     """Path of the cached newman, installing it on first use (skips when npm cannot)."""
-    binary = NPM_CACHE / "node_modules" / ".bin" / "newman"
-    NPM_CACHE.mkdir(parents=True, exist_ok=True)
-    # Other test runs may share the cache folder: one npm install at a time.
-    with open(NPM_CACHE / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not binary.exists():
-            result = subprocess.run(
-                [shutil.which("npm") or "npm", "install", "--no-audit", "--no-fund",
-                 "--loglevel=error", NEWMAN_SPEC],
-                cwd=NPM_CACHE, capture_output=True, text=True, timeout=600, check=False,
-            )  # fmt: skip
-            if result.returncode != 0 or not binary.exists():
-                pytest.skip(f"npm could not install {NEWMAN_SPEC}: {result.stderr[-500:]}")
-    return binary
+    try:
+        folder = grenache.install(grenache.NEWMAN)
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"npm could not install {grenache.NEWMAN}: {exc}")
+    return folder.parent / ".bin" / "newman"
 
 
 @pytest.mark.parametrize("token", [None, "postman-test-token"], ids=["open", "api-token"])

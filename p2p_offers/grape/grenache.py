@@ -1,13 +1,15 @@
 """Grenache's own Node.js packages, installed on demand, to check our grape against the real thing.
 
-Used by the compatibility test (their client against our grape) and by the grape
-benchmark (the same client against their stock grape). Packages go to a cache
-folder outside the repository and are reused; nothing here runs without ``node``
-and ``npm`` on the machine.
+Used by the compatibility test (their client against our grape), the grape
+benchmark (the same client against their stock grape) and the Postman test
+(newman). Packages go to a cache folder outside the repository and are reused;
+nothing here runs without ``node`` and ``npm`` on the machine.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("P2P_OFFERS_NPM_CACHE", Path.home() / ".cache/p2p-offers/npm"))
 LINK = "grenache-nodejs-link@1.0.2"
 GRAPE = "grenache-grape@1.0.0"
+NEWMAN = "newman@6"
 
 
 def node_available() -> bool:
@@ -23,19 +26,30 @@ def node_available() -> bool:
 
 
 def install(spec: str, cache: Path = CACHE) -> Path:
-    """``npm install spec`` into ``cache`` unless that version is already there; its folder."""
+    """``npm install spec`` into ``cache`` unless that version is already there; its folder.
+
+    ``spec`` is ``name@version`` where version is exact or a major (``newman@6``).
+    Test runs and benchmarks share the cache, so installs take a file lock.
+    """
     name, _, version = spec.rpartition("@")
     folder = cache / "node_modules" / name
-    manifest = folder / "package.json"
-    if not (manifest.exists() and f'"version": "{version}"' in manifest.read_text()):
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache), spec],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _installed(folder / "package.json", version):
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+                 "--prefix", str(cache), spec],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
     return folder
+
+
+def _installed(manifest: Path, version: str) -> bool:
+    if not manifest.exists():
+        return False
+    found = json.loads(manifest.read_text()).get("version", "")
+    return found == version or found.split(".")[0] == version
 
 
 def stock_grape_argv(dht_port: int, api_port: int, bootstrap: list[int]) -> list[str]:
