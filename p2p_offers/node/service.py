@@ -85,14 +85,14 @@ class OfferService:
     def update(self, offer_id: str, price: int | None, amount: int | None) -> SignedOffer:
         root = self._root(offer_id)
         with self._chain(root):
-            head = self._head(root, offer_id)
+            head = self._head(root, offer_id, exact=True)
             new = _transition(lambda: head.signed.offer.update(self.clock(), price, amount))
             return self._next(head, new)
 
     def cancel(self, offer_id: str) -> SignedOffer:
         root = self._root(offer_id)
         with self._chain(root):
-            head = self._head(root, offer_id)
+            head = self._head(root, offer_id, exact=True)
             return self._next(head, _transition(head.signed.offer.cancel))
 
     def resize(self, offer_id: str, delta: int, price: int) -> SignedOffer:
@@ -299,12 +299,23 @@ class OfferService:
             raise errors.not_owner(offer_id)
         raise errors.not_found("offer", offer_id)
 
-    def _head(self, root: str, offer_id: str) -> OwnVersion:
-        """The chain's open record (the one changes apply to), or 409 if the chain is closed."""
+    def _head(self, root: str, offer_id: str, exact: bool = False) -> OwnVersion:
+        """The chain's open record, or 409 ``offer_not_open`` if the chain is closed.
+
+        With ``exact`` (a user's PATCH/DELETE) ``offer_id`` itself must be that
+        record: a filled parent is closed, and acting on its live remainder would
+        resize satoshis the user never named (details give the live id).
+        """
         with self._guard:
             head = self._heads.get(root)
         if head is None:
             raise errors.conflict("offer_not_open", f"offer {offer_id} is no longer open")
+        if exact and head.signed.id != offer_id:
+            raise errors.conflict(
+                "offer_not_open",
+                f"offer {offer_id} is no longer open; its live remainder is {head.signed.id}",
+                {"offer_id": head.signed.id},
+            )
         return head
 
     def _chain_of(self, root: str) -> _Chain:
