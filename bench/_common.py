@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,23 @@ def network(nodes: int, grapes: int = 3, node_extra: Sequence[str] = ()) -> Iter
                 for proc in [*grape_procs, *node_procs, *net.extra_nodes]:
                     log(f"--- {proc.name} ({proc.log_path.name})\n{proc.log_tail(20)}")
                 raise
+
+
+def cpu_s(procs: list) -> float:
+    """CPU seconds (user + system) the given processes have used so far (Linux ``/proc``).
+
+    Reported per order, it says what an order costs the machine in total: with
+    everything on one host, throughput is capped by the cores divided by that.
+    """
+    total = 0
+    for proc in procs:
+        try:
+            with open(f"/proc/{proc.popen.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        except (OSError, AttributeError, IndexError, ValueError):
+            return float("nan")
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # -- REST client -----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ ORIGINAL offer id; the owner applies it to the live remainder of the chain (SPEC
 takers never chase remainder ids. The offer is sized to exactly ``--bids`` bids, so a run
 that outlasts it ends on 409 ``offer_taken`` and proves the last satoshi is sold once.
 
-Reported: accepted bids/s (from the first bid sent to the last receipt), 409s by code,
+Reported: accepted bids/s, CPU per accepted bid (all grapes and nodes, user + system;
+far less noisy than wall time on a shared machine) over the bidding and until publication
+has settled, (from the first bid sent to the last receipt), 409s by code,
 other failures, and the overfill: receipts summed against the offer's amount, and the
 owner's own record chain (filled amounts summed along ``fill.remainder``) against the
 receipts, which must agree exactly. Target (issue 3): >= 500 accepted bids/s, 0 overfill.
@@ -23,6 +25,7 @@ import aiohttp
 from _common import (
     base_parser,
     call,
+    cpu_s,
     create_offer,
     emit,
     expect,
@@ -38,6 +41,7 @@ from _common import (
 from p2p_offers.money import format_btc, parse_btc
 
 TAKERS = 3
+SETTLE_S = 0.5  # after the books agree: let trailing DHT puts and ledger pulls finish
 
 
 @dataclass
@@ -95,15 +99,26 @@ async def owner_chain(session: aiohttp.ClientSession, owner_node: str, root: str
     return {"filled_sats": filled, "records": records, "open_sats": open_left}
 
 
+async def gone_everywhere(session: aiohttp.ClientSession, takers: list[str], owner: str) -> bool:
+    """No taker lists an open offer of ``owner`` any more: publication has caught up."""
+    books = await asyncio.gather(*(open_offers(session, t, owner) for t in takers))
+    return not any(books)
+
+
+def per_bid(cpu_seconds: float, receipts: list) -> float | None:
+    return round(1000 * cpu_seconds / len(receipts), 2) if receipts else None
+
+
 async def one_round(
     session: aiohttp.ClientSession,
-    urls: list[str],
+    net,
     bids: int,
     bid_btc: str,
     concurrency: int,
     duration: float,
 ) -> dict:
-    maker, takers = urls[0], urls[1 : 1 + TAKERS]
+    maker, takers = net.urls[0], net.urls[1 : 1 + TAKERS]
+    procs = [*net.nodes, *net.grapes]
     offer_sats = bids * parse_btc(bid_btc)
     offer = await create_offer(session, maker, format_btc(offer_sats))
 
@@ -114,6 +129,7 @@ async def one_round(
     await wait_for(everywhere, 10)
 
     tally = Tally()
+    cpu_before = cpu_s(procs)
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -122,8 +138,13 @@ async def one_round(
         )
     )
     elapsed = (tally.last_receipt or time.perf_counter()) - start
-
+    cpu_bidding = cpu_s(procs) - cpu_before
     receipt_sats = sum(parse_btc(r["amount_btc"]) for r in tally.receipts)
+    if receipt_sats == offer_sats:  # else an open remainder stays listed
+        await wait_for(lambda: gone_everywhere(session, takers, offer["owner"]), 10)
+    await asyncio.sleep(SETTLE_S)
+    cpu_settled = cpu_s(procs) - cpu_before
+
     fill_ids = {r["fill_id"] for r in tally.receipts}
     chain = await owner_chain(session, maker, offer["id"])
     return {
@@ -131,6 +152,8 @@ async def one_round(
         "accepted_per_s": round(len(tally.receipts) / elapsed, 1) if elapsed > 0 else 0.0,
         "elapsed_s": round(elapsed, 3),
         "exhausted": receipt_sats == offer_sats,
+        "cpu_ms_per_bid": per_bid(cpu_bidding, tally.receipts),
+        "cpu_ms_per_bid_settled": per_bid(cpu_settled, tally.receipts),
         "bid_latency_p50_ms": summarize(tally.latencies_ms)["p50_ms"],
         "bid_latency_p99_ms": summarize(tally.latencies_ms)["p99_ms"],
         "conflicts_409": sum(tally.conflicts.values()),
@@ -154,7 +177,7 @@ async def run(args) -> dict:
             rounds = []
             for r in range(args.rounds):
                 result = await one_round(
-                    session, net.urls, args.bids, args.bid_btc, args.concurrency, args.duration
+                    session, net, args.bids, args.bid_btc, args.concurrency, args.duration
                 )
                 log(f"round {r + 1}: {result}")
                 rounds.append(result)

@@ -32,6 +32,7 @@ import aiohttp
 from _common import (
     base_parser,
     call,
+    cpu_s,
     create_offer,
     emit,
     expect,
@@ -48,23 +49,6 @@ from p2p_offers.money import format_btc, format_usd
 
 TARGET_ORDERS_PER_S = 300
 LEVELS = 20  # seeded price levels per side and node
-
-
-def cpu_s(procs: list) -> float:
-    """CPU seconds (user + system) the given processes have used so far (Linux ``/proc``).
-
-    Reported per order, it says what an order costs the machine in total: with
-    everything on one host, throughput is capped by the cores divided by that.
-    """
-    total = 0
-    for proc in procs:
-        try:
-            with open(f"/proc/{proc.popen.pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-        except (OSError, AttributeError, IndexError, ValueError):
-            return float("nan")
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
