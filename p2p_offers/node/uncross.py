@@ -25,6 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+from p2p_offers.bids import Receipt
 from p2p_offers.book import SIDES, Book, Entry
 from p2p_offers.matching import plan
 from p2p_offers.money import MAX_PRICE_CENTS
@@ -166,9 +167,13 @@ class Uncrosser:
             self._count(f"reserve_{exc.code}")
             return 0
         taken = 0
+
+        def on_fill(receipt: Receipt) -> None:  # counted as it lands: a later failure keeps it
+            nonlocal taken
+            taken += receipt.amount
+
         try:
-            _, left = self.sweeper.take(own.side, own.price, reserve, eligible)
-            taken = reserve - left
+            self.sweeper.take(own.side, own.price, reserve, eligible, on_fill)
         finally:
             if taken < reserve:
                 self._give_back(own, reserve - taken)
