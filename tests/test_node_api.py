@@ -361,12 +361,18 @@ def test_owner_rejections(env) -> None:
     assert unknown.status_code == 404
 
     reused = peer_bid(node, offer, 10)
-    assert post(reused).status_code == 201
+    reused_reply = post(reused)
+    assert reused_reply.status_code == 201
     twin = peer_bid(node, offer, 11, bid_id=reused.bid_id)
     dup = post(twin)
     assert dup.status_code == 409 and error_code(dup) == "duplicate_bid"
 
-    client.patch(f"/offers/{offer['id']}", json={"price_usd": "31000"})
+    # the partial fill closed the record bid on: only its live remainder can be repriced
+    closed = client.patch(f"/offers/{offer['id']}", json={"price_usd": "31000"})
+    assert closed.status_code == 409 and error_code(closed) == "offer_not_open"
+    live = reused_reply.json["remainder"]
+    assert closed.json["error"]["details"] == {"offer_id": live}
+    client.patch(f"/offers/{live}", json={"price_usd": "31000"})
     stale = post(peer_bid(node, offer, 1))
     assert stale.status_code == 409 and error_code(stale) == "stale_offer"
 
