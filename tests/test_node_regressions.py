@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 from nacl.signing import SigningKey
 
 from p2p_offers import bids
 from p2p_offers.cluster import free_ports
 from p2p_offers.link import Link
+from p2p_offers.node import taker as taker_module
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.errors import ApiError
 from p2p_offers.node.runtime import Node
@@ -104,3 +107,73 @@ def test_uncross_failure_after_a_fill_gives_back_only_the_unsold_part(tmp_path) 
     # 600 reserved, 400 of them sold: 1000 - 400 remain on offer, never the sold 400 again
     assert node.service.own(own.id).offer.amount == 600
     node.stop()
+
+
+# -- 3. a bid whose answer was lost is "in doubt": resent as is, never re-planned ---------------
+
+
+class _Reply:
+    def __init__(self, status: int, body: object) -> None:
+        self.status_code, self._body = status, body
+
+    def json(self) -> object:
+        return self._body
+
+
+class _LossyWire:
+    """Delivers each bid to ``owner`` but loses the first ``lose`` replies (read timeouts)."""
+
+    def __init__(self, owner: Node, lose: int) -> None:
+        self.owner, self.lose, self.sent = owner, lose, []
+
+    def post(self, url, json, timeout):
+        self.sent.append(json)
+        try:
+            answer = _Reply(201, self.owner.service.accept_bid(bids.Bid.from_wire(json)).to_wire())
+        except ApiError as exc:
+            answer = _Reply(exc.status, exc.body())
+        if len(self.sent) <= self.lose:
+            raise requests.ReadTimeout("reply lost")
+        return answer
+
+
+def _pair(tmp_path: Path, lose: int, monkeypatch) -> tuple[Node, Node, _LossyWire, object]:
+    monkeypatch.setattr(taker_module, "IN_DOUBT_BACKOFF_S", 0.0)
+    owner, taker = make_node(tmp_path / "owner"), make_node(tmp_path / "taker")
+    offer = owner.service.create("sell", 3_000_000, 1_000)
+    taker.index.apply(offer)
+    wire = _LossyWire(owner, lose)
+    taker.taker.session = wire  # type: ignore[assignment]
+    taker.taker.peers.owner = lambda maker: ["127.0.0.1:9"]  # type: ignore[method-assign]
+    return owner, taker, wire, offer
+
+
+def test_bid_whose_replies_were_lost_is_resent_and_recorded(tmp_path, monkeypatch) -> None:
+    owner, taker, wire, offer = _pair(tmp_path, 2, monkeypatch)
+    receipt = taker.taker.bid(offer.id, 400)  # the owner filled it on the first send
+    assert receipt.amount == 400
+    assert len(wire.sent) == 3 and all(w == wire.sent[0] for w in wire.sent)  # the same bid
+    assert taker.store.fill(receipt.bid_id, "taker") is not None
+    assert taker.taker.in_doubt() == [] and taker.health()["bids"]["in_doubt_resolved"] == 1
+    owner.stop()
+    taker.stop()
+
+
+def test_order_never_replans_or_rests_an_amount_in_doubt(tmp_path, monkeypatch) -> None:
+    owner, taker, wire, offer = _pair(tmp_path, 10**6, monkeypatch)  # every reply is lost
+    desk = taker.exchange.orders
+    desk.start()
+    order = desk.submit("buy", 3_000_000, 1_500)
+    assert order.done.is_set()
+    # the owner did sell 1000 sats; the taker never heard, so they are in doubt, not unfilled
+    assert owner.service.own(offer.id).offer.status == FILLED
+    assert [b.amount for b in order.in_doubt] == [1_000] and order.fills == []
+    assert taker.service.own(order.offer_id).offer.amount == 500  # only the rest rests
+    assert [b.bid_id for b in taker.taker.in_doubt()] == [order.in_doubt[0].bid_id]
+    assert taker.health()["bids"]["in_doubt_open"] == 1
+    assert len({json.dumps(w, sort_keys=True) for w in wire.sent}) == 1  # one bid, resent
+    again = desk.get(order.id)
+    assert again is not None and again.in_doubt == order.in_doubt
+    desk.stop()
+    owner.stop()
+    taker.stop()

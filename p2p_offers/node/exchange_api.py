@@ -49,6 +49,12 @@ class CreateOrder(Strict):
     )
 
 
+class BidInDoubtOut(BaseModel):
+    bid_id: str
+    offer_id: str
+    amount_btc: BtcString
+
+
 class OrderOut(BaseModel):
     id: str
     side: Side
@@ -62,6 +68,10 @@ class OrderOut(BaseModel):
     )
     fills: list[ReceiptOut]
     offer: OfferOut | None = Field(description="the offer the rest was posted as, as it is now")
+    in_doubt: list[BidInDoubtOut] = Field(
+        description="bids sent without an answer: they may have filled, so their amount was "
+        "neither re-planned nor rested"
+    )
 
 
 class OrderList(BaseModel):
@@ -137,6 +147,10 @@ def order_view(node: Any, order: Order) -> dict[str, Any]:
         "status": order.status,
         "fills": [receipt_view(r) for r in order.fills],
         "offer": offer_view(offer) if offer is not None else None,
+        "in_doubt": [
+            {"bid_id": b.bid_id, "offer_id": b.offer_id, "amount_btc": money.format_btc(b.amount)}
+            for b in order.in_doubt
+        ],
     }
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2p_offers.bids import Receipt
+from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import Book, Entry
 from p2p_offers.fields import new_id
 from p2p_offers.matching import plan
@@ -36,7 +36,7 @@ from p2p_offers.node import errors
 from p2p_offers.node.index import OfferIndex
 from p2p_offers.node.service import OfferService
 from p2p_offers.node.store import Store
-from p2p_offers.node.taker import Taker
+from p2p_offers.node.taker import BidInDoubt, Taker
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +146,16 @@ class Sweeper:
         amount: int,
         eligible: Callable[[Entry], bool] | None = None,
         on_fill: Callable[[Receipt], None] | None = None,
+        on_doubt: Callable[[Bid], None] | None = None,
     ) -> tuple[list[Receipt], int]:
         """Fill up to ``amount`` as a ``side`` taker at ``limit`` or better; (receipts, left).
 
         Every maker is bid at its own price (price improvement goes to the
         taker). Whatever fails is ruled out for the rest of this sweep and the
         remainder is re-planned, so a lost race costs one round trip, not the
-        order.
+        order. A bid left in doubt (it may have filled) is told to ``on_doubt``
+        and its amount is not in ``left``: it is never planned, rested or given
+        back a second time.
         """
         avoid = _Avoid()
 
@@ -175,6 +178,11 @@ class Sweeper:
                 receipt = self._bid(entry, want, avoid)
                 if receipt is None:
                     continue
+                if isinstance(receipt, BidInDoubt):
+                    left -= receipt.bid.amount
+                    if on_doubt is not None:
+                        on_doubt(receipt.bid)
+                    continue
                 receipts.append(receipt)
                 left -= receipt.amount
                 if on_fill is not None:
@@ -183,7 +191,7 @@ class Sweeper:
                 break
         return receipts, left
 
-    def _bid(self, entry: Entry, amount: int, avoid: _Avoid) -> Receipt | None:
+    def _bid(self, entry: Entry, amount: int, avoid: _Avoid) -> Receipt | BidInDoubt | None:
         """One bid through ``Taker.bid``; on a lost race, one retry with what is left there.
 
         A maker we emptied is ruled out too: our book may not have heard yet,
@@ -193,6 +201,11 @@ class Sweeper:
         for _ in range(2):
             try:
                 receipt = self.taker.bid(entry.id, amount)
+            except BidInDoubt as exc:
+                self._count("in_doubt")
+                avoid.owners.add(entry.owner)
+                self.cooldowns.fail(entry.owner)
+                return exc
             except errors.ApiError as exc:
                 self._count(f"{exc.status}_{exc.code}")
                 available = (exc.details or {}).get("available") if exc.status == 409 else None
@@ -238,6 +251,7 @@ class Order:
     status: str = PENDING
     fills: list[Receipt] = field(default_factory=list)
     offer_id: str | None = None  # the resting offer a GTC rest was posted as
+    in_doubt: list[Bid] = field(default_factory=list)  # sent, unanswered: they may have filled
     done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
@@ -263,6 +277,7 @@ class Order:
             "status": self.status,
             "fills": [r.to_wire() for r in self.fills],
             "offer_id": self.offer_id,
+            "in_doubt": [b.to_wire() for b in self.in_doubt],
         }
 
     @classmethod
@@ -278,6 +293,7 @@ class Order:
             doc["status"],
             fills,
             doc["offer_id"],
+            [Bid.from_wire(b) for b in doc.get("in_doubt", [])],
         )
         if order.status != PENDING:
             order.done.set()
@@ -428,7 +444,13 @@ class OrderDesk:
             order.fills.append(receipt)
             self.orders.save(order)
 
-        _, left = self.sweeper.take(order.side, order.price, order.amount, on_fill=fill)
+        def doubt(bid: Bid) -> None:
+            order.in_doubt.append(bid)
+            self.orders.save(order)
+
+        _, left = self.sweeper.take(
+            order.side, order.price, order.amount, on_fill=fill, on_doubt=doubt
+        )
         if left and order.tif == GTC:
             order.offer_id = self.service.create(order.side, order.price, left).id
             for listener in self.rested:

@@ -169,5 +169,6 @@ class Node:
             "announcements": self.intake.counters(),
             "publisher": {"pending": self.publisher.pending(), **self.publisher.stats},
             "sync": self.syncer.stats(),
+            "bids": self.taker.stats(),
             **self.exchange.health(),
         }

@@ -5,19 +5,30 @@ under the offer owner's key and settles exactly the bid sent; a node that
 cannot reach the owner answers 502 and keeps nothing. A lost reply is retried
 with the *same* signed bid, which the owner answers idempotently, so a retry
 can never fill twice.
+
+A bid whose fate is unknown (it may have reached the owner: a read timeout,
+a reset after sending) is *in doubt*: it is written down, the same signed bid
+is sent again a bounded number of times, and if no answer comes it is reported
+as ``BidInDoubt`` (502 ``bid_in_doubt``) and stays recorded until an answer
+settles it, so callers never treat those satoshis as unfilled.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 import requests
+import urllib3
 from nacl.signing import SigningKey
 
 from p2p_offers.bids import Bid, Receipt, make_bid
 from p2p_offers.fields import DocError
 from p2p_offers.link import GrapeError
+from p2p_offers.money import format_btc
 from p2p_offers.node import errors
 from p2p_offers.node.index import OfferIndex
 from p2p_offers.node.peers import Peers
@@ -27,6 +38,38 @@ from p2p_offers.signing import SignatureError, public_hex
 log = logging.getLogger(__name__)
 
 RELAYED = {404, 409}  # the owner's verdicts the taker's user should see as they are
+IN_DOUBT_RESENDS = 3  # extra sends of a bid that may have arrived, before it is left in doubt
+IN_DOUBT_BACKOFF_S = 0.2  # doubled after each of them
+
+IN_DOUBT_SCHEMA = """CREATE TABLE IF NOT EXISTS bids_in_doubt (
+    bid_id  TEXT PRIMARY KEY,
+    created INTEGER NOT NULL,
+    bid     TEXT NOT NULL  -- Bid.to_wire(): the signed bid, to send again as it is
+)"""
+
+
+class BidInDoubt(errors.ApiError):
+    """The bid may have been filled: no answer came, and it is recorded as in doubt."""
+
+    def __init__(self, bid: Bid) -> None:
+        super().__init__(
+            502,
+            "bid_in_doubt",
+            f"no answer from the owner of offer {bid.offer_id}; the bid may have been filled",
+            {"bid_id": bid.bid_id, "offer_id": bid.offer_id, "amount_btc": format_btc(bid.amount)},
+        )
+        self.bid = bid
+
+
+def _maybe_delivered(exc: requests.RequestException) -> bool:
+    """False only when the request surely never reached the owner (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        refused = (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)
+        return not isinstance(reason, refused)
+    return True
 
 
 class Taker:
@@ -48,6 +91,10 @@ class Taker:
         self.store = store
         self.clock = clock
         self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self.counts = {"in_doubt": 0, "in_doubt_resolved": 0}
+        with store.transaction() as db:
+            db.execute(IN_DOUBT_SCHEMA)
 
     def bid(self, offer_id: str, amount: int) -> Receipt:
         held = self.index.get(offer_id)
@@ -77,15 +124,56 @@ class Taker:
             addresses = self.peers.owner(bid.maker)
         except GrapeError as exc:
             raise errors.dht_unavailable(f"cannot look up the offer's owner: {exc}") from None
-        for address in addresses + addresses[:1]:  # the first one twice: a retry after a reset
+        doubt = False
+        tries = addresses + addresses[:1]  # the first one twice: a retry after a reset
+        for n, address in enumerate(tries):
+            if doubt and n >= len(addresses) + 1:
+                time.sleep(IN_DOUBT_BACKOFF_S * 2 ** (n - len(addresses) - 1))
             try:
-                return self.session.post(
+                resp = self.session.post(
                     f"http://{address}/peer/bids", json=bid.to_wire(), timeout=self.timeout_s
                 )
             except requests.RequestException as exc:
                 log.info("bid %s to %s failed: %s", bid.bid_id, address, exc)
+                if not doubt and _maybe_delivered(exc):
+                    doubt = True  # from now on only an answer from the owner settles it
+                    self._doubt(bid)
+                    tries += addresses[:1] * IN_DOUBT_RESENDS
+                continue
+            if doubt:
+                self._settled(bid)
+            return resp
+        if doubt:
+            raise BidInDoubt(bid)
         self.peers.forget_owner(bid.maker)
         raise errors.owner_unreachable(f"the owner of offer {bid.offer_id} cannot be reached")
+
+    # -- bids in doubt -------------------------------------------------------------------
+
+    def _doubt(self, bid: Bid) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO bids_in_doubt (bid_id, created, bid) VALUES (?, ?, ?)",
+                (bid.bid_id, self.clock(), json.dumps(bid.to_wire())),
+            )
+        with self._lock:
+            self.counts["in_doubt"] += 1
+
+    def _settled(self, bid: Bid) -> None:
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM bids_in_doubt WHERE bid_id = ?", (bid.bid_id,))
+        with self._lock:
+            self.counts["in_doubt_resolved"] += 1
+
+    def in_doubt(self) -> list[Bid]:
+        """Signed bids sent without an answer, oldest first (they may have been filled)."""
+        rows = self.store.query("SELECT bid FROM bids_in_doubt ORDER BY created, bid_id")
+        return [Bid.from_wire(json.loads(r[0])) for r in rows]
+
+    def stats(self) -> dict[str, int]:
+        open_ = self.store.query("SELECT COUNT(*) FROM bids_in_doubt")[0][0]
+        with self._lock:
+            return {**self.counts, "in_doubt_open": open_}
 
     def _check(self, bid: Bid, resp: requests.Response) -> Receipt:
         try:

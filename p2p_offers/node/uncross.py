@@ -25,7 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from p2p_offers.bids import Receipt
+from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import SIDES, Book, Entry
 from p2p_offers.matching import plan
 from p2p_offers.money import MAX_PRICE_CENTS
@@ -172,8 +172,13 @@ class Uncrosser:
             nonlocal taken
             taken += receipt.amount
 
+        def on_doubt(bid: Bid) -> None:  # it may have sold: never offer those sats again
+            nonlocal taken
+            taken += bid.amount
+            self._count("in_doubt_sats", bid.amount)
+
         try:
-            self.sweeper.take(own.side, own.price, reserve, eligible, on_fill)
+            self.sweeper.take(own.side, own.price, reserve, eligible, on_fill, on_doubt)
         finally:
             if taken < reserve:
                 self._give_back(own, reserve - taken)
