@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from nacl.signing import SigningKey
 from p2p_offers import bids
 from p2p_offers.cluster import free_ports
 from p2p_offers.link import Link
+from p2p_offers.node import service as service_module
 from p2p_offers.node import taker as taker_module
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.errors import ApiError
@@ -177,3 +179,34 @@ def test_order_never_replans_or_rests_an_amount_in_doubt(tmp_path, monkeypatch) 
     desk.stop()
     owner.stop()
     taker.stop()
+
+
+# -- 5. a non-API failure while settling a batch answers every bid of it ------------------------
+
+
+def test_settle_failure_outside_commit_answers_every_waiting_bid(tmp_path, monkeypatch) -> None:
+    node = make_node(tmp_path)
+    offer = node.service.create("sell", 3_000_000, 1_000)
+    first, second = bid_for(node, offer.id, 10), bid_for(node, offer.id, 20)
+    real_fill = node.store.fill
+
+    def broken_fill(bid_id, role):
+        if bid_id == second.bid_id:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_fill(bid_id, role)
+
+    monkeypatch.setattr(node.store, "fill", broken_fill)
+    slots = [service_module._Slot(first), service_module._Slot(second)]
+    with pytest.raises(sqlite3.OperationalError):
+        node.service._settle(offer.id, slots)
+    for slot in slots:  # each waiter gets an answer: the failure, never "filled", never a bug
+        assert slot.done
+        with pytest.raises(sqlite3.OperationalError):
+            slot.outcome()
+    assert node.service.own(offer.id).offer.amount == 1_000  # nothing was committed
+    unsettled = service_module._Slot(first)
+    unsettled.done = True
+    with pytest.raises(ApiError) as exc:  # an explicit error, not an AssertionError
+        unsettled.outcome()
+    assert exc.value.status == 500
+    node.stop()

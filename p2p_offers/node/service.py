@@ -191,22 +191,23 @@ class OfferService:
         versions: list[OwnVersion] = []
         fills: list[StoredFill] = []
         seen: dict[str, _Slot] = {}
-        for slot in batch:
-            try:
-                if slot.bid.bid_id in seen:  # the same bid twice in one batch (a fast retry)
-                    slot.receipt = _same_bid_or_conflict(seen[slot.bid.bid_id].stored(), slot.bid)
-                    continue
-                seen[slot.bid.bid_id] = slot
-                answered = self.store.fill(slot.bid.bid_id, MAKER)
-                if answered is not None:
-                    slot.receipt = _same_bid_or_conflict(answered, slot.bid)
-                    continue
-                head, made, slot.receipt = self._fill(root, head, slot.bid, now)
-                versions += made
-                fills.append(StoredFill(slot.bid, slot.receipt, MAKER))
-            except errors.ApiError as exc:
-                slot.error = exc
-        try:
+        try:  # from here on, every slot of the batch is answered, whatever is raised
+            for slot in batch:
+                try:
+                    if slot.bid.bid_id in seen:  # the same bid twice in one batch (a fast retry)
+                        first = seen[slot.bid.bid_id].stored()
+                        slot.receipt = _same_bid_or_conflict(first, slot.bid)
+                        continue
+                    seen[slot.bid.bid_id] = slot
+                    answered = self.store.fill(slot.bid.bid_id, MAKER)
+                    if answered is not None:
+                        slot.receipt = _same_bid_or_conflict(answered, slot.bid)
+                        continue
+                    head, made, slot.receipt = self._fill(root, head, slot.bid, now)
+                    versions += made
+                    fills.append(StoredFill(slot.bid, slot.receipt, MAKER))
+                except errors.ApiError as exc:
+                    slot.error = exc
             if fills:
                 self._commit(versions, fills)
         except DuplicateBid:
@@ -387,7 +388,8 @@ class _Slot:
     def outcome(self) -> Receipt:
         if self.error is not None:
             raise self.error
-        assert self.receipt is not None
+        if self.receipt is None:  # never expected: settled without an outcome
+            raise errors.ApiError(500, "internal", f"bid {self.bid.bid_id} was not settled")
         return self.receipt
 
 
