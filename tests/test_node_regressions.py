@@ -13,14 +13,16 @@ from nacl.signing import SigningKey
 
 from p2p_offers import bids
 from p2p_offers.cluster import free_ports
-from p2p_offers.link import Link
+from p2p_offers.link import GrapeError, Link
 from p2p_offers.node import service as service_module
 from p2p_offers.node import taker as taker_module
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.errors import ApiError
+from p2p_offers.node.publisher import Publisher
 from p2p_offers.node.runtime import Node
 from p2p_offers.node.uncross import Uncrosser
 from p2p_offers.offers import FILLED, OPEN
+from p2p_offers.records import Record
 
 TAKER = SigningKey(bytes([7]) * 32)
 T0 = 1_700_000_000_000
@@ -209,4 +211,37 @@ def test_settle_failure_outside_commit_answers_every_waiting_bid(tmp_path, monke
     with pytest.raises(ApiError) as exc:  # an explicit error, not an AssertionError
         unsettled.outcome()
     assert exc.value.status == 500
+    node.stop()
+
+
+# -- 4. a record most replicas lost is put again without cas, and the queue drains --------------
+
+
+class _LostMajorityLink:
+    """A DHT whose majority lost our record: every put with ``cas`` is refused with 301, while
+    a get still finds the old version on the one replica that kept it."""
+
+    def __init__(self, survivor: Record) -> None:
+        self.survivor, self.puts = survivor, []
+
+    def put_record(self, record: Record, cas: int | None = None) -> str:
+        self.puts.append(cas)
+        if cas is not None:
+            raise GrapeError("ERR_CAS_MISMATCH", "cas given but nothing is stored")
+        self.survivor = record
+        return record.hash
+
+    def get_record(self, hash_: str) -> Record | None:
+        return self.survivor
+
+
+def test_put_after_the_dht_lost_our_record_drops_cas_and_lands(tmp_path) -> None:
+    node = make_node(tmp_path)
+    offer = node.service.create("sell", 3_000_000, 1_000)
+    newer = node.service.update(offer.id, None, 900)
+    link = _LostMajorityLink(offer.record)
+    publisher = Publisher(link, node.peers, node.session, lambda done: None)  # type: ignore[arg-type]
+    publisher.published(offer.id, offer.seq)  # we put seq 1 before the grapes restarted
+    assert publisher._put(newer)
+    assert link.survivor.seq == newer.seq and link.puts[-1] is None
     node.stop()

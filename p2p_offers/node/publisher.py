@@ -67,7 +67,13 @@ class Publisher:
         self._put_pool = ThreadPoolExecutor(put_workers, thread_name_prefix="dht-put")
         self._push_pool = ThreadPoolExecutor(push_workers, thread_name_prefix="peer-push")
         self._threads: list[threading.Thread] = []
-        self.stats = {"put": 0, "put_failed": 0, "pushed": 0, "push_failed": 0}
+        self.stats = {
+            "put": 0,
+            "put_failed": 0,
+            "put_cas_dropped": 0,
+            "pushed": 0,
+            "push_failed": 0,
+        }
 
     # -- queueing ------------------------------------------------------------------------
 
@@ -161,25 +167,43 @@ class Publisher:
                 time.sleep(RETRY_DELAY_S)
 
     def _put(self, signed: SignedOffer) -> bool:
-        """Put one record; True once the DHT holds this version (or a newer one)."""
+        """Put one record; True once the DHT holds this version (or a newer one).
+
+        ``cas`` guards against a put of ours we did not record. On a mismatch
+        the DHT is asked what it holds: we are the only writer of our keys, so
+        anything older than this version is ours and superseded, and the next
+        put goes without ``cas``. That is what converges when most replicas lost
+        the record (grapes restarted empty): they refuse every ``cas`` with 301
+        while a survivor still serves the old version to a get.
+        """
+        cas = self._in_dht.get(signed.id)
         for _ in range(3):
             try:
-                self.link.put_record(signed.record, cas=self._in_dht.get(signed.id))
+                self.link.put_record(signed.record, cas=cas)
             except GrapeError as exc:
                 if exc.code == CAS_MISMATCH and self._learn_stored_seq(signed):
+                    stored = self._in_dht.get(signed.id)
+                    if stored is not None and stored >= signed.seq:
+                        return self._put_done(signed)  # this version or a newer one is out
+                    if cas is not None:
+                        self._count("put_cas_dropped")
+                    cas = None
                     continue
                 if exc.code != SEQ_TOO_LOW:  # too low: the DHT has this version or newer
                     log.warning("put %s seq %d failed: %s", signed.id, signed.seq, exc)
                     self._count("put_failed")
                     return False
-            with self._cond:
-                if _may_change(signed):
-                    self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
-                else:  # a closed record never changes again: nothing left to guard with cas
-                    self._in_dht.pop(signed.id, None)
-            self._count("put")
-            return True
+            return self._put_done(signed)
         return False
+
+    def _put_done(self, signed: SignedOffer) -> bool:
+        with self._cond:
+            if _may_change(signed):
+                self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
+            else:  # a closed record never changes again: nothing left to guard with cas
+                self._in_dht.pop(signed.id, None)
+        self._count("put")
+        return True
 
     def _count(self, name: str) -> None:
         with self._cond:
