@@ -245,3 +245,31 @@ def test_put_after_the_dht_lost_our_record_drops_cas_and_lands(tmp_path) -> None
     assert publisher._put(newer)
     assert link.survivor.seq == newer.seq and link.puts[-1] is None
     node.stop()
+
+
+# -- 6. a restart does not bring long-expired own offers back ------------------------------------
+
+
+def test_restart_leaves_expired_own_offers_expired(tmp_path) -> None:
+    node = make_node(tmp_path)
+    offer = node.service.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
+    node.stop()
+    again = make_node(tmp_path, Clock(T0 + 3_600_000))  # an hour later
+    again.service.load()
+    assert again.service.open_count() == 0
+    assert again.service.refresh_due() == 0
+    assert again.service.own(offer.id).seq == 1  # not refreshed
+    with pytest.raises(ApiError) as exc:
+        again.service.accept_bid(bid_for(again, offer.id, 1))
+    assert exc.value.status == 409
+    again.stop()
+
+
+def test_expired_own_offer_is_not_refreshed_by_the_sweep(tmp_path) -> None:
+    clock = Clock()
+    node = make_node(tmp_path, clock)
+    offer = node.service.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
+    clock.now += 1_000
+    assert node.service.refresh_due() == 0
+    assert node.service.open_count() == 0 and node.service.own(offer.id).seq == 1
+    node.stop()

@@ -125,7 +125,7 @@ def test_restart_restores_heads_seqs_and_pending_publications(grape_url, tmp_pat
     again.store.close()
 
 
-def test_expired_own_offer_refuses_bids_until_refreshed(grape_url, tmp_path) -> None:
+def test_expired_own_offer_refuses_bids_and_stays_expired(grape_url, tmp_path) -> None:
     clock = Clock()
     _, node, _ = local_node(grape_url, tmp_path, clock)
     offer = node.service.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
@@ -133,6 +133,9 @@ def test_expired_own_offer_refuses_bids_until_refreshed(grape_url, tmp_path) -> 
     with pytest.raises(ApiError) as exc:
         node.service.accept_bid(bid_for(node, offer.id, 1))
     assert exc.value.code == "offer_expired"
-    assert node.service.refresh_due() == 1  # a restarted owner brings its offers back
-    assert node.service.accept_bid(bid_for(node, offer.id, 1, offer_seq=2)).amount == 1
+    assert node.service.refresh_due() == 0  # an expired offer is let go, not revived
+    with pytest.raises(ApiError) as exc:
+        node.service.accept_bid(bid_for(node, offer.id, 1))
+    assert exc.value.status == 409
+    assert node.service.own(offer.id).seq == 1
     node.stop()

@@ -59,8 +59,13 @@ class OfferService:
     # -- start -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        """After a restart: manage our open offers again and republish what is not out yet."""
-        heads = self.store.own_open()
+        """After a restart: manage our open offers again and republish what is not out yet.
+
+        An offer that expired while we were down stays expired: peers dropped it,
+        and bringing it back would trade on terms its owner let lapse.
+        """
+        now = self.clock()
+        heads = [row for row in self.store.own_open() if row.latest.signed.offer.expires > now]
         with self._guard:
             for row in heads:
                 self._heads[row.latest.root] = row.latest
@@ -122,14 +127,23 @@ class OfferService:
             return self._next(head, _transition(lambda: offer.update(self.clock(), amount=amount)))
 
     def refresh_due(self) -> int:
-        """Refresh open offers past half their lifetime; busy chains wait for the next sweep."""
+        """Refresh open offers past half their lifetime; busy chains wait for the next sweep.
+
+        One already expired (the node was suspended, its clock jumped) is let go,
+        not revived: it is no longer open anywhere, and bids on it are refused.
+        """
         now = self.clock()
+        due: list[tuple[str, str]] = []
+        expired: list[str] = []
         with self._guard:
-            due = [
-                (root, head.signed.id)
-                for root, head in self._heads.items()
-                if head.signed.offer.expires - now <= head.ttl_ms // 2
-            ][:REFRESH_BATCH]
+            for root, head in self._heads.items():
+                left = head.signed.offer.expires - now
+                if left <= 0:
+                    expired.append(root)
+                elif left <= head.ttl_ms // 2 and len(due) < REFRESH_BATCH:
+                    due.append((root, head.signed.id))
+            for root in expired:
+                del self._heads[root]
         locked: list[threading.Lock] = []
         versions = []
         try:
