@@ -25,6 +25,7 @@ against.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -184,9 +185,9 @@ class LedgerStore:
         head: LedgerEntry | None = json.loads(row[0]) if row else None
         for receipt in made:
             head = ledger.append(self.key, head, receipt.to_wire(), receipt.ts)
-            _insert(db, head)
+            head_hash = _insert(db, head)
         assert head is not None
-        state = FeedState(self.me, head["height"], entry_hash(head))
+        state = FeedState(self.me, head["height"], head_hash)
         return lambda: self._notify(state)
 
     def _notify(self, state: FeedState) -> None:
@@ -307,20 +308,22 @@ class LedgerStore:
         }
 
 
-def _insert(db: Any, entry: LedgerEntry) -> None:
+def _insert(db: Any, entry: LedgerEntry) -> str:
+    """Store one entry and return its hash.
+
+    The hash is ``ledger.entry_hash`` computed from the very text stored, so the
+    entry is canonicalized once instead of once for the hash and again for the
+    text (this runs for every entry every node replicates).
+    """
     receipt = entry["receipt"]
+    text = canonical_json(entry)
+    hash_ = hashlib.sha256(text).hexdigest()
     db.execute(
         "INSERT INTO ledger_entries (owner, height, hash, fill_id, ts, entry) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            entry["owner"],
-            entry["height"],
-            entry_hash(entry),
-            receipt["fill_id"],
-            receipt["ts"],
-            canonical_json(entry).decode(),
-        ),
+        (entry["owner"], entry["height"], hash_, receipt["fill_id"], receipt["ts"], text.decode()),
     )
+    return hash_
 
 
 def receipt_check(receipt: dict[str, Any]) -> None:
