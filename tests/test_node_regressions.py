@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,12 +12,12 @@ import pytest
 import requests
 from nacl.signing import SigningKey
 
-from p2p_offers import bids
+from p2p_offers import bids, offers
 from p2p_offers.cluster import free_ports
 from p2p_offers.link import GrapeError, Link
 from p2p_offers.node import service as service_module
 from p2p_offers.node import taker as taker_module
-from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.config import MAX_OFFER_TTL_S, NodeConfig
 from p2p_offers.node.errors import ApiError
 from p2p_offers.node.publisher import Publisher
 from p2p_offers.node.runtime import Node
@@ -272,4 +273,42 @@ def test_expired_own_offer_is_not_refreshed_by_the_sweep(tmp_path) -> None:
     clock.now += 1_000
     assert node.service.refresh_due() == 0
     assert node.service.open_count() == 0 and node.service.own(offer.id).seq == 1
+    node.stop()
+
+
+# -- 7. foreign offers cannot sign themselves eternal life or the front of every queue ----------
+
+
+def _foreign(now: int, **changes) -> dict:
+    key = SigningKey(bytes([9]) * 32)
+    offer = offers.create("sell", 3_000_000, 1_000, now, 600_000)
+    offer = offers.Offer(**{**offer.to_doc(), "fill": offer.fill, **changes})
+    signed = offers.sign(key, offer, 1)
+    return {"hash": signed.hash, "record": signed.record.to_json()}
+
+
+def test_intake_rejects_implausible_expiry_and_priority(tmp_path) -> None:
+    node = make_node(tmp_path)
+    now = node.clock()
+    day = 86_400_000
+    bad = [
+        _foreign(now, expires=now + MAX_OFFER_TTL_S * 1000 + day),  # never expires
+        _foreign(now, priority=0),  # older than its own placement: jumps every queue
+        _foreign(now, priority=now + day, created=now + day, expires=now + 2 * day),  # future
+    ]
+    for item in bad:
+        assert node.intake.receive(item["hash"], item["record"], "test") == "implausible"
+    outcomes = node.intake.receive_many(((b["hash"], b["record"]) for b in bad), "batch")
+    assert outcomes == {"implausible": 3}
+    assert node.index.counts().get("open", 0) == 0
+    assert node.intake.counters()["test"]["implausible"] == 3
+    good = [
+        _foreign(now),
+        _foreign(now, expires=now + MAX_OFFER_TTL_S * 1000),  # the longest a user may ask
+        _foreign(now, priority=now + 5_000, created=now - 5_000),  # repriced: queued again
+        _foreign(now, parent=str(uuid.uuid4()), priority=now - day, created=now - 1),  # remainder
+        _foreign(now + 30_000),  # a peer whose clock is a little ahead
+    ]
+    for item in good:
+        assert node.intake.receive(item["hash"], item["record"], "test") == "applied"
     node.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MAX_OFFER_TTL_S = 7 * 86400  # the longest lifetime an owner may give an offer (and peers accept)
+
 
 @dataclass(frozen=True)
 class NodeConfig:

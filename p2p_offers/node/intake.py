@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,20 +23,42 @@ from typing import Any
 
 from p2p_offers.fields import DocError
 from p2p_offers.link import GrapeError, Link
+from p2p_offers.node.config import MAX_OFFER_TTL_S
 from p2p_offers.node.index import APPLIED, CONFLICT, STALE, OfferIndex
-from p2p_offers.offers import SignedOffer
+from p2p_offers.offers import Offer, SignedOffer
 from p2p_offers.records import INVALID_SIGNATURE, Record, RecordError
 
-FORGED, MISMATCH, MALFORMED, UNKNOWN, UNAVAILABLE, OWN = (
+FORGED, MISMATCH, MALFORMED, UNKNOWN, UNAVAILABLE, OWN, IMPLAUSIBLE = (
     "forged",
     "mismatch",
     "malformed",
     "unknown",
     "unavailable",
     "own",
+    "implausible",
 )
 _HASH = re.compile(r"[0-9a-f]{40}")
 VERIFY_CHUNK = 64
+# Signed times are the owner's word; these bound what a foreign offer may claim.
+MAX_TTL_MS = MAX_OFFER_TTL_S * 1000  # expires at most this far ahead: no eternal offers
+CLOCK_SKEW_MS = 60_000  # created/priority at most this far in our future
+MAX_PRIORITY_AGE_MS = 30 * 86_400_000  # a queue place at most this old (no priority 0)
+
+
+def plausible(offer: Offer, now: int) -> bool:
+    """Times a live owner could have signed: see the bounds above.
+
+    A first placement (no parent) queues no earlier than it was created; a
+    remainder inherits its parent's older place, which cannot be checked
+    here, hence the age bound.
+    """
+    if offer.expires - now > MAX_TTL_MS + CLOCK_SKEW_MS:
+        return False
+    if max(offer.created, offer.priority) > now + CLOCK_SKEW_MS:
+        return False
+    if offer.priority < now - MAX_PRIORITY_AGE_MS:
+        return False
+    return offer.parent is not None or offer.priority >= offer.created
 
 
 def _verdict(record: Record) -> RecordError | None:
@@ -51,8 +74,11 @@ def _verdicts(records: list[Record]) -> list[RecordError | None]:
 
 
 class Intake:
-    def __init__(self, index: OfferIndex, link: Link, my_id: str) -> None:
+    def __init__(
+        self, index: OfferIndex, link: Link, my_id: str, clock: Callable[[], int] | None = None
+    ) -> None:
         self.index = index
+        self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.link = link
         self.my_id = my_id
         self._lock = threading.Lock()
@@ -181,6 +207,8 @@ class Intake:
             signed = SignedOffer.from_record(record, verify=False)
         except DocError:
             return MALFORMED
+        if not plausible(signed.offer, self.clock()):
+            return IMPLAUSIBLE
         outcome = self.index.apply(signed)
         if outcome == APPLIED:
             for listener in self.on_applied:
@@ -198,4 +226,13 @@ class Intake:
             }
 
 
-__all__ = ["APPLIED", "FORGED", "MALFORMED", "MISMATCH", "STALE", "UNKNOWN", "Intake"]
+__all__ = [
+    "APPLIED",
+    "FORGED",
+    "IMPLAUSIBLE",
+    "MALFORMED",
+    "MISMATCH",
+    "STALE",
+    "UNKNOWN",
+    "Intake",
+]

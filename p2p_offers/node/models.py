@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from p2p_offers import money
 from p2p_offers.bids import Receipt
+from p2p_offers.node.config import MAX_OFFER_TTL_S
 from p2p_offers.node.index import Version
 from p2p_offers.offers import SignedOffer
 
@@ -52,7 +53,9 @@ class CreateOffer(Strict):
     side: Side
     price_usd: PriceUsd
     amount_btc: AmountBtc
-    ttl_s: int | None = Field(None, ge=1, le=7 * 86400, description="lifetime between refreshes")
+    ttl_s: int | None = Field(
+        None, ge=1, le=MAX_OFFER_TTL_S, description="lifetime between refreshes"
+    )
 
 
 class UpdateOffer(Strict):

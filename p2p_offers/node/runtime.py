@@ -49,7 +49,7 @@ class Node:
         self.link = link or Link(config.grape)
         self.session = make_session()
         self.index = OfferIndex(clock)
-        self.intake = Intake(self.index, self.link, self.client_id)
+        self.intake = Intake(self.index, self.link, self.client_id, clock)
         self.peers = Peers(self.link, self.client_id, self.session)
         self.publisher = Publisher(self.link, self.peers, self.session, self.store.mark_published)
         self.service = OfferService(
