@@ -19,8 +19,10 @@ from p2p_offers.node import service as service_module
 from p2p_offers.node import taker as taker_module
 from p2p_offers.node.config import MAX_OFFER_TTL_S, NodeConfig
 from p2p_offers.node.errors import ApiError
+from p2p_offers.node.peers import Peer
 from p2p_offers.node.publisher import Publisher
 from p2p_offers.node.runtime import Node
+from p2p_offers.node.sync import MAX_PAGES_PER_PEER, Syncer
 from p2p_offers.node.uncross import Uncrosser
 from p2p_offers.offers import FILLED, OPEN
 from p2p_offers.records import Record
@@ -311,4 +313,42 @@ def test_intake_rejects_implausible_expiry_and_priority(tmp_path) -> None:
     ]
     for item in good:
         assert node.intake.receive(item["hash"], item["record"], "test") == "applied"
+    node.stop()
+
+
+# -- 8. a peer cannot keep anti-entropy paging forever ------------------------------------------
+
+
+class _EndlessPeer:
+    """``GET /peer/offers`` that always has a next page: the same cursor, or ever larger ones."""
+
+    def __init__(self, advancing: bool) -> None:
+        self.advancing, self.calls = advancing, 0
+
+    def nodes(self) -> list[Peer]:
+        return [Peer("127.0.0.1:9", "ab" * 32)]
+
+    def get(self, url, params, timeout):
+        self.calls += 1
+        if self.calls > 100_000:
+            raise ValueError("runaway sync")  # only reached without the fix
+        cursor = f"{self.calls:012d}" if self.advancing else "same"
+        return SimpleNamespace(
+            raise_for_status=lambda: None,
+            json=lambda: {"records": [{"junk": self.calls}], "next": cursor},
+        )
+
+
+@pytest.mark.parametrize("advancing", [False, True])
+def test_sync_stops_on_a_cursor_that_does_not_advance_or_never_ends(tmp_path, advancing) -> None:
+    node = make_node(tmp_path)
+    peer = _EndlessPeer(advancing)
+    syncer = Syncer(peer, peer, node.intake, node.index, page_limit=1)  # type: ignore[arg-type]
+    syncer.sync_once()
+    if advancing:
+        assert peer.calls == MAX_PAGES_PER_PEER
+        assert syncer.stats()["page_cap"] == 1
+    else:
+        assert peer.calls == 2  # the second page named the cursor it was asked for
+        assert syncer.stats()["bad_cursor"] == 1
     node.stop()

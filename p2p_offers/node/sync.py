@@ -31,6 +31,7 @@ from p2p_offers.node.peers import Peer, Peers
 log = logging.getLogger(__name__)
 
 SOURCE = "sync"
+MAX_PAGES_PER_PEER = 200  # per peer per run: 200,000 offers at the default page size
 
 
 class Syncer:
@@ -52,6 +53,8 @@ class Syncer:
         self.runs = 0
         self.last_ms: float | None = None
         self.last_records = 0
+        self._lock = threading.Lock()
+        self.refused = {"bad_cursor": 0, "page_cap": 0}  # pagings we cut short
 
     def sync_once(self) -> int:
         """Pull from every peer; returns how many records were received."""
@@ -109,9 +112,12 @@ class Syncer:
             return False
 
         def fetch() -> None:
+            """Pages until the last one. Cursors are offer ids in increasing order: one that
+            does not advance, or a peer with more than MAX_PAGES_PER_PEER pages, ends the
+            run for that peer (the next run starts over)."""
             cursor: str | None = None
             try:
-                while True:
+                for fetched in range(1, MAX_PAGES_PER_PEER + 1):
                     params: dict[str, str | int] = {"limit": self.page_limit}
                     if cursor:
                         params["cursor"] = cursor
@@ -125,9 +131,15 @@ class Syncer:
                         raise ValueError("malformed sync page")
                     if not hand_over(records):
                         return
-                    cursor = page.get("next")
-                    if not cursor or not records:
+                    nxt = page.get("next")
+                    if not nxt or not records:
                         break
+                    if not isinstance(nxt, str) or (cursor is not None and nxt <= cursor):
+                        self._refuse("bad_cursor", peer)
+                        break
+                    if fetched == MAX_PAGES_PER_PEER:
+                        self._refuse("page_cap", peer)
+                    cursor = nxt
                 hand_over(None)
             except Exception as exc:  # handed to the consumer, which raises it
                 hand_over(exc)
@@ -141,5 +153,17 @@ class Syncer:
         finally:
             abandoned.set()
 
+    def _refuse(self, reason: str, peer: Peer) -> None:
+        log.warning("sync from %s cut short: %s", peer.address, reason)
+        with self._lock:
+            self.refused[reason] += 1
+
     def stats(self) -> dict[str, object]:
-        return {"runs": self.runs, "last_ms": self.last_ms, "last_records": self.last_records}
+        with self._lock:
+            refused = dict(self.refused)
+        return {
+            "runs": self.runs,
+            "last_ms": self.last_ms,
+            "last_records": self.last_records,
+            **refused,
+        }
