@@ -213,6 +213,18 @@ def base_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def run_bench(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+) -> None:
+    """Parse the flags, run the async benchmark, print its one JSON object with the wall time."""
+    args = parser.parse_args()
+    started = time.perf_counter()
+    result = asyncio.run(run(args))
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    emit(result)
+
+
 def emit(result: dict[str, Any]) -> None:
     """The benchmark's whole output: one JSON object on stdout (progress goes to stderr)."""
     print(json.dumps(result, sort_keys=False))

@@ -27,13 +27,13 @@ from _common import (
     call,
     cpu_s,
     create_offer,
-    emit,
     expect,
     http,
     log,
     median_of,
     network,
     open_offers,
+    run_bench,
     summarize,
     wait_for,
 )
@@ -205,11 +205,7 @@ def main() -> None:
     parser.add_argument("--bids", type=int, default=2000, help="offer size, in bids")
     parser.add_argument("--bid-btc", default="0.001")
     parser.add_argument("--duration", type=float, default=20.0, help="per-round cap, s")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    result = asyncio.run(run(args))
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    emit(result)
+    run_bench(parser, run)
 
 
 if __name__ == "__main__":

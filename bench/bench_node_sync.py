@@ -25,12 +25,12 @@ from _common import (
     base_parser,
     call,
     create_offer,
-    emit,
     http,
     log,
     median_of,
     network,
     open_offers,
+    run_bench,
     wait_for,
 )
 
@@ -161,11 +161,7 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--offers", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=24, help="parallel POST /offers")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    result = asyncio.run(run(args))
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    emit(result)
+    run_bench(parser, run)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,13 @@ from _common import (
     call,
     cpu_s,
     create_offer,
-    emit,
     expect,
     http,
     log,
     median_of,
     network,
     open_offers,
+    run_bench,
     summarize,
     wait_for,
 )
@@ -248,11 +248,7 @@ def main() -> None:
     parser.add_argument("--seed-btc", default="1", help="size of each seeded offer")
     parser.add_argument("--seed", type=int, default=4, help="random seed")
     parser.add_argument("--converge-timeout", type=float, default=60.0)
-    args = parser.parse_args()
-    started = time.perf_counter()
-    result = asyncio.run(run(args))
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    emit(result)
+    run_bench(parser, run)
 
 
 if __name__ == "__main__":
