@@ -30,7 +30,6 @@ from p2p_offers.codec import canonical_json
 from p2p_offers.signing import SignatureError, public_hex, sign_doc, verify_doc
 
 LedgerEntry = dict[str, Any]
-Entry = LedgerEntry  # the name for it; ``book.Entry`` is an unrelated offer
 ReceiptCheck = Callable[[dict[str, Any]], None]
 
 ENTRY_KIND = "ledger-entry"

@@ -76,8 +76,3 @@ def _format(units: int, places: int) -> str:
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), 10**places)
     return f"{sign}{whole}.{frac:0{places}d}"
-
-
-def notional_cents(price_cents: int, amount_sats: int) -> int:
-    """USD value of a fill in cents, rounded down: what a receipt can show exactly."""
-    return price_cents * amount_sats // SATS_PER_BTC

@@ -9,7 +9,6 @@ from p2p_offers.money import (
     MoneyError,
     format_btc,
     format_usd,
-    notional_cents,
     parse_btc,
     parse_usd,
 )
@@ -60,11 +59,6 @@ def test_btc_round_trip(sats):
 @given(st.integers(min_value=1, max_value=10**12))
 def test_usd_round_trip(cents):
     assert parse_usd(format_usd(cents)) == cents
-
-
-def test_notional_rounds_down():
-    assert notional_cents(5_000_000, 1) == 0
-    assert notional_cents(5_000_000, 100_000_000) == 5_000_000
 
 
 @pytest.mark.parametrize(
