@@ -19,6 +19,7 @@ from p2p_offers.node import service as service_module
 from p2p_offers.node import taker as taker_module
 from p2p_offers.node.config import MAX_OFFER_TTL_S, NodeConfig
 from p2p_offers.node.errors import ApiError
+from p2p_offers.node.intake import MAX_HASH_ONLY
 from p2p_offers.node.peers import Peer
 from p2p_offers.node.publisher import Publisher
 from p2p_offers.node.runtime import Node
@@ -351,4 +352,25 @@ def test_sync_stops_on_a_cursor_that_does_not_advance_or_never_ends(tmp_path, ad
     else:
         assert peer.calls == 2  # the second page named the cursor it was asked for
         assert syncer.stats()["bad_cursor"] == 1
+    node.stop()
+
+
+# -- 9. a batch of hash-only announcements costs a bounded number of DHT gets ------------------
+
+
+def test_hash_only_batch_is_deduplicated_and_capped(tmp_path, monkeypatch) -> None:
+    node = make_node(tmp_path)
+    gets: list[str] = []
+
+    def get_record(hash_: str) -> None:
+        gets.append(hash_)
+        return None
+
+    monkeypatch.setattr(node.intake.link, "get_record", get_record)
+    hashes = [f"{i % 500:040x}" for i in range(1000)]  # 500 distinct, each twice
+    outcomes = node.intake.receive_many(((h, None) for h in hashes), "announce")
+    assert len(gets) == MAX_HASH_ONLY == len(set(gets))
+    assert outcomes["unknown"] == MAX_HASH_ONLY
+    assert outcomes["over_limit"] + outcomes["duplicate"] == 1000 - MAX_HASH_ONLY
+    assert node.intake.counters()["announce"]["over_limit"] == outcomes["over_limit"]
     node.stop()

@@ -37,6 +37,8 @@ FORGED, MISMATCH, MALFORMED, UNKNOWN, UNAVAILABLE, OWN, IMPLAUSIBLE = (
     "own",
     "implausible",
 )
+DUPLICATE, OVER_LIMIT = "duplicate", "over_limit"
+MAX_HASH_ONLY = 16  # DHT gets one batch may cost (each runs on the request thread)
 _HASH = re.compile(r"[0-9a-f]{40}")
 VERIFY_CHUNK = 64
 # Signed times are the owner's word; these bound what a foreign offer may claim.
@@ -112,10 +114,21 @@ class Intake:
         the records already verified. Signature checking runs in C without the
         GIL, so on a multi-core machine the two halves of the work overlap:
         this is most of what lets a new node load 10,000 offers in a second.
+        Items without a record cost a DHT get each: a batch gets at most
+        ``MAX_HASH_ONLY`` of them, each hash once (sync repairs anything dropped).
         """
         outcomes: Counter[str] = Counter()
         pending: list[Record] = []
+        fetched: set[str] = set()
         for hash_, data in items:
+            if data is None and isinstance(hash_, str):  # a DHT get: bounded per batch
+                if hash_ in fetched:
+                    outcomes[DUPLICATE] += 1
+                    continue
+                if len(fetched) >= MAX_HASH_ONLY:
+                    outcomes[OVER_LIMIT] += 1
+                    continue
+                fetched.add(hash_)
             prepared = self._prepare(hash_, data)
             if isinstance(prepared, Record):
                 pending.append(prepared)
@@ -228,10 +241,12 @@ class Intake:
 
 __all__ = [
     "APPLIED",
+    "DUPLICATE",
     "FORGED",
     "IMPLAUSIBLE",
     "MALFORMED",
     "MISMATCH",
+    "OVER_LIMIT",
     "STALE",
     "UNKNOWN",
     "Intake",
