@@ -15,10 +15,12 @@ from nacl.signing import SigningKey
 from p2p_offers import bids, offers
 from p2p_offers.cluster import free_ports
 from p2p_offers.link import GrapeError, Link
+from p2p_offers.node import feeds as feeds_module
 from p2p_offers.node import service as service_module
 from p2p_offers.node import taker as taker_module
 from p2p_offers.node.config import MAX_OFFER_TTL_S, NodeConfig
 from p2p_offers.node.errors import ApiError
+from p2p_offers.node.feeds import sign_head
 from p2p_offers.node.intake import MAX_HASH_ONLY
 from p2p_offers.node.peers import Peer
 from p2p_offers.node.publisher import Publisher
@@ -373,4 +375,23 @@ def test_hash_only_batch_is_deduplicated_and_capped(tmp_path, monkeypatch) -> No
     assert outcomes["unknown"] == MAX_HASH_ONLY
     assert outcomes["over_limit"] + outcomes["duplicate"] == 1000 - MAX_HASH_ONLY
     assert node.intake.counters()["announce"]["over_limit"] == outcomes["over_limit"]
+    node.stop()
+
+
+# -- 10. ledger heads from ever new keys cannot grow the pull queue without bound --------------
+
+
+def test_ledger_heads_from_fresh_keys_fill_a_bounded_queue(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(feeds_module, "MAX_WANTED", 50)
+    node = make_node(tmp_path)
+    replicator = node.exchange.feeds
+    heads = [sign_head(SigningKey(i.to_bytes(32, "big")), 1, "00" * 32) for i in range(1, 121)]
+    for head in heads:
+        node.intake.receive(head.hash, head.record.to_json(), "announce")
+    counted = node.intake.counters()["announce"]
+    assert counted["applied"] == 50 and counted["over_limit"] == 70
+    assert len(replicator._wanted) == 50
+    # an owner already queued still gets its newer head noted
+    again = sign_head(SigningKey((1).to_bytes(32, "big")), 2, "11" * 32)
+    assert replicator.receive_head(again.record) == "applied"
     node.stop()

@@ -58,8 +58,9 @@ HEAD_ID = LEDGER_SALT.decode()  # the publisher's queue key for our head
 PAGE_LIMIT = 500
 PULL_DELAY_S = 0.1  # collect announcements this long before pulling: one pull per burst
 MAX_PAGE_LIMIT = 2000
+MAX_WANTED = 10_000  # feeds waiting for a pull; heads of further new owners are ignored
 
-FORGED, MALFORMED = "forged", "malformed"
+FORGED, MALFORMED, OVER_LIMIT = "forged", "malformed", "over_limit"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS ledger_entries (
@@ -427,6 +428,11 @@ class FeedReplicator:
             wanted = self._wanted.get(head.owner)
             if head.height <= held or (wanted is not None and wanted.height >= head.height):
                 return STALE
+            if wanted is None and len(self._wanted) >= MAX_WANTED:
+                # Signed heads cost nothing to mint under fresh keys; the periodic
+                # sync still catches up real feeds whose head was ignored here.
+                # (The intake counts the outcome, per source, in /health.)
+                return OVER_LIMIT
             self._wanted[head.owner] = head
         if wanted is None:  # else it is queued already, and will pull up to this head
             self._work.put(head.owner)
