@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from nacl.signing import SigningKey
+from node_helpers import wait_until
 
 from p2p_offers import bids, offers
 from p2p_offers.cluster import free_ports
@@ -184,6 +185,27 @@ def test_order_never_replans_or_rests_an_amount_in_doubt(tmp_path, monkeypatch) 
     assert len({json.dumps(w, sort_keys=True) for w in wire.sent}) == 1  # one bid, resent
     again = desk.get(order.id)
     assert again is not None and again.in_doubt == order.in_doubt
+    desk.stop()
+    owner.stop()
+    taker.stop()
+
+
+def test_order_records_its_bid_in_doubt_once_the_resolver_settles_it(tmp_path, monkeypatch) -> None:
+    owner, taker, wire, _ = _pair(tmp_path, 10**6, monkeypatch)  # every reply is lost
+    desk = taker.exchange.orders
+    desk.start()
+    order = desk.submit("buy", 3_000_000, 1_500)
+    assert order.done.is_set() and [b.amount for b in order.in_doubt] == [1_000]
+    wire.lose = 0  # the owner's answers come through again
+    assert taker.taker.resolve_in_doubt() == 1
+    assert taker.taker.in_doubt() == []
+    fill = taker.store.fill(order.in_doubt[0].bid_id, "taker")
+    assert fill is not None and fill.receipt.amount == 1_000
+    done = wait_until(lambda: (o := desk.get(order.id)) and not o.in_doubt and o, 5, "the order")
+    assert [r.fill_id for r in done.fills] == [fill.receipt.fill_id]
+    assert done.status == "partial" and done.offer_id == order.offer_id
+    assert taker.health()["bids"]["in_doubt_filled"] == 1
+    assert taker.taker.resolve_in_doubt() == 0  # nothing left: nothing sent again
     desk.stop()
     owner.stop()
     taker.stop()

@@ -19,4 +19,5 @@ class NodeConfig:
     offer_ttl_s: int = 600  # default lifetime of an offer; owners refresh at half-life
     announce_interval_s: float = 30.0  # re-announce p2p_offers:node and the owner key
     sync_interval_s: float = 15.0  # anti-entropy pull from peers
+    resolve_interval_s: float = 5.0  # re-send bids in doubt until their owners answer
     threads: int = 16  # waitress worker threads

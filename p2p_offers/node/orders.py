@@ -326,6 +326,12 @@ class OrderStore:
         )
         return [Order.from_doc(json.loads(r[0])) for r in rows]
 
+    def holding(self, bid_id: str) -> list[Order]:
+        """Orders that list ``bid_id`` among their bids in doubt."""
+        rows = self.store.query("SELECT doc FROM orders WHERE instr(doc, ?) > 0", (bid_id,))
+        orders = (Order.from_doc(json.loads(r[0])) for r in rows)
+        return [o for o in orders if any(b.bid_id == bid_id for b in o.in_doubt)]
+
     def pending(self) -> list[Order]:
         rows = self.store.query("SELECT doc FROM orders ORDER BY created")
         return [o for o in (Order.from_doc(json.loads(r[0])) for r in rows) if o.status == PENDING]
@@ -367,6 +373,7 @@ class OrderDesk:
         self._busy = False  # the worker is running an item (for /health: is this node quiet?)
         self.rested: list[Callable[[], None]] = []  # told when a GTC rest was posted
         self.counts: Counter[str] = Counter()
+        sweeper.taker.on_resolved.append(self._doubt_resolved)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -457,6 +464,21 @@ class OrderDesk:
                 listener()
         order.close(rested=order.offer_id is not None)
         self._finish(order)
+
+    def _doubt_resolved(self, bid: Bid, receipt: Receipt | None) -> None:
+        """A bid in doubt was settled: update its order, on the worker (after that order ran)."""
+        self.enqueue(lambda: self._settle_doubt(bid, receipt))
+
+    def _settle_doubt(self, bid: Bid, receipt: Receipt | None) -> None:
+        for order in self.orders.holding(bid.bid_id):
+            order.in_doubt = [b for b in order.in_doubt if b.bid_id != bid.bid_id]
+            if receipt is not None:
+                order.fills.append(receipt)
+            if order.status != PENDING:
+                order.close(rested=order.offer_id is not None)
+            self.orders.save(order)
+            with self._lock:
+                self.counts["doubt_filled" if receipt else "doubt_unfilled"] += 1
 
     def _finish(self, order: Order) -> None:
         self.orders.save(order)

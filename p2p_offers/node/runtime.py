@@ -1,9 +1,9 @@
 """The composition root: one ``Node`` wires store, index, DHT link, peers and services.
 
 Building a ``Node`` opens its files and nothing else; ``start()`` brings it to
-life (load own offers, announce, publish, sync, sweep) and ``stop()`` winds it
-down in the reverse order, flushing publications. Tests can therefore build an
-app around a node without any background thread running.
+life (load own offers, announce, publish, sync, sweep, settle bids in doubt) and
+``stop()`` winds it down in the reverse order, flushing publications. Tests can
+therefore build an app around a node without any background thread running.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class Node:
         self.exchange.start()
         self._spawn("sweeper", self._sweep_loop)
         self._spawn("sync", self._sync_loop)
+        self._spawn("in-doubt", self._resolve_loop)
         log.info("node %s started on port %d", self.client_id, self.config.port)
 
     def stop(self) -> None:
@@ -154,6 +155,16 @@ class Node:
                 log.exception("sync failed")
             self.synced.set()
             if self._stopping.wait(self.config.sync_interval_s):
+                return
+
+    def _resolve_loop(self) -> None:
+        """Settle bids in doubt: at once (a restart finishes them), then periodically."""
+        while True:
+            try:
+                self.taker.resolve_in_doubt(self._stopping)
+            except Exception:
+                log.exception("resolving bids in doubt failed")
+            if self._stopping.wait(self.config.resolve_interval_s):
                 return
 
     # -- reporting -----------------------------------------------------------------------

@@ -11,6 +11,12 @@ a reset after sending) is *in doubt*: it is written down, the same signed bid
 is sent again a bounded number of times, and if no answer comes it is reported
 as ``BidInDoubt`` (502 ``bid_in_doubt``) and stays recorded until an answer
 settles it, so callers never treat those satoshis as unfilled.
+
+``resolve_in_doubt`` (run by the node at start and then periodically) sends each
+recorded bid again, as it is, through the same ``_send``: a verified receipt is
+recorded like any taker fill, a refusal (404/409: the owner never filled it)
+settles it as unfilled, and no answer leaves it for the next round. Whoever
+listens on ``on_resolved`` (the order desk) is told either way.
 """
 
 from __future__ import annotations
@@ -92,7 +98,15 @@ class Taker:
         self.clock = clock
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self.counts = {"in_doubt": 0, "in_doubt_resolved": 0}
+        self.counts = {
+            "in_doubt": 0,
+            "in_doubt_resolved": 0,
+            "in_doubt_filled": 0,
+            "in_doubt_unfilled": 0,
+            "resolve_rounds": 0,
+        }
+        # told (bid, receipt or None if unfilled) when a bid in doubt is settled
+        self.on_resolved: list[Callable[[Bid, Receipt | None], None]] = []
         with store.transaction() as db:
             db.execute(IN_DOUBT_SCHEMA)
 
@@ -115,8 +129,20 @@ class Taker:
             price=offer.price,
             now_ms=self.clock(),
         )
-        receipt = self._check(bid, self._send(bid))
+        return self._answered(bid, self._send(bid))
+
+    def _answered(self, bid: Bid, resp: requests.Response) -> Receipt:
+        """Check the owner's answer to ``bid``; record a fill; settle any doubt it decides."""
+        try:
+            receipt = self._check(bid, resp)
+        except errors.ApiError as exc:
+            if exc.status in RELAYED:  # the owner refused this bid: it was never filled
+                self._settled(bid, None)
+            elif self._is_in_doubt(bid):  # an answer that decides nothing: still in doubt
+                raise BidInDoubt(bid) from None
+            raise
         self.store.save_fill(StoredFill(bid, receipt, TAKER))
+        self._settled(bid, receipt)
         return receipt
 
     def _send(self, bid: Bid) -> requests.Response:
@@ -140,8 +166,6 @@ class Taker:
                     self._doubt(bid)
                     tries += addresses[:1] * IN_DOUBT_RESENDS
                 continue
-            if doubt:
-                self._settled(bid)
             return resp
         if doubt:
             raise BidInDoubt(bid)
@@ -152,18 +176,57 @@ class Taker:
 
     def _doubt(self, bid: Bid) -> None:
         with self.store.transaction() as db:
-            db.execute(
+            added = db.execute(
                 "INSERT OR IGNORE INTO bids_in_doubt (bid_id, created, bid) VALUES (?, ?, ?)",
                 (bid.bid_id, self.clock(), json.dumps(bid.to_wire())),
-            )
-        with self._lock:
-            self.counts["in_doubt"] += 1
+            ).rowcount
+        if added:  # a bid already in doubt (being resolved) is not counted again
+            with self._lock:
+                self.counts["in_doubt"] += 1
 
-    def _settled(self, bid: Bid) -> None:
+    def _settled(self, bid: Bid, receipt: Receipt | None) -> None:
+        """The owner decided ``bid`` (``receipt``, or None: refused); forget any doubt on it."""
         with self.store.transaction() as db:
-            db.execute("DELETE FROM bids_in_doubt WHERE bid_id = ?", (bid.bid_id,))
+            removed = db.execute(
+                "DELETE FROM bids_in_doubt WHERE bid_id = ?", (bid.bid_id,)
+            ).rowcount
+        if not removed:
+            return
         with self._lock:
             self.counts["in_doubt_resolved"] += 1
+            self.counts["in_doubt_filled" if receipt else "in_doubt_unfilled"] += 1
+        for listener in self.on_resolved:
+            try:
+                listener(bid, receipt)
+            except Exception:
+                log.exception("in-doubt listener failed for bid %s", bid.bid_id)
+
+    def _is_in_doubt(self, bid: Bid) -> bool:
+        rows = self.store.query("SELECT 1 FROM bids_in_doubt WHERE bid_id = ?", (bid.bid_id,))
+        return bool(rows)
+
+    def resolve_in_doubt(self, stopping: threading.Event | None = None) -> int:
+        """Send every bid in doubt again, as it is; return how many the owners settled.
+
+        A receipt is recorded as the taker's fill, a 404/409 settles the bid as
+        unfilled; no answer (or any other) keeps it in doubt for the next round.
+        """
+        with self._lock:
+            self.counts["resolve_rounds"] += 1
+        settled = 0
+        for bid in self.in_doubt():
+            if stopping is not None and stopping.is_set():
+                break
+            try:
+                self._answered(bid, self._send(bid))
+                settled += 1
+            except errors.ApiError as exc:
+                if exc.status in RELAYED:
+                    settled += 1
+                    log.info("bid in doubt %s was not filled: %s", bid.bid_id, exc.code)
+                else:
+                    log.info("bid %s stays in doubt: %s", bid.bid_id, exc.code)
+        return settled
 
     def in_doubt(self) -> list[Bid]:
         """Signed bids sent without an answer, oldest first (they may have been filled)."""
