@@ -174,10 +174,17 @@ def test_pending_orders_are_closed_when_the_node_restarts(grape_url, tmp_path) -
 
 
 class ScriptedTaker:
-    """Stands in for ``Taker``: answers each bid from a script of errors, else fills it."""
+    """Stands in for ``Taker``: answers each bid from a script of errors, else fills it.
 
-    def __init__(self, script: dict[str, list[errors.ApiError]]) -> None:
+    Like a real owner, the receipt leaves a remainder when the bid takes less than
+    the offer holds (as ``index`` shows it).
+    """
+
+    def __init__(
+        self, script: dict[str, list[errors.ApiError]], index: OfferIndex | None = None
+    ) -> None:
         self.script = script
+        self.index = index
         self.calls: list[tuple[str, int]] = []
 
     def bid(self, offer_id: str, amount: int) -> bids.Receipt:
@@ -189,7 +196,11 @@ class ScriptedTaker:
             BUYER, offer_id=offer_id, offer_seq=1, maker=public_hex(OTHER), amount=amount,
             price=1, now_ms=1,
         )  # fmt: skip
-        return bids.make_receipt(OTHER, bid, offer_id=offer_id, remainder=None, now_ms=1)
+        held = self.index.get(offer_id) if self.index else None
+        rest = held is not None and amount < held.signed.offer.amount
+        return bids.make_receipt(
+            OTHER, bid, offer_id=offer_id, remainder=new_id() if rest else None, now_ms=1
+        )
 
 
 def sells(clock: Clock, *terms: tuple[int, int, int]) -> tuple[OfferIndex, list[str]]:
@@ -214,17 +225,32 @@ def test_sweep_moves_on_after_lost_races_and_never_retries_a_loser() -> None:
             second: [
                 errors.conflict("insufficient_amount", "less", {"available": 400}),
             ],
-        }
+        },
+        index,
     )
     sweeper = Sweeper(public_hex(BUYER), index, taker)  # type: ignore[arg-type]
     receipts, left = sweeper.take("buy", 102, 1500)
     # best lost -> second (only 400 left there) -> third for the rest, re-planned
     assert taker.calls == [(best, 1000), (second, 500), (second, 400), (third, 1100)]
     assert [r.amount for r in receipts] == [400, 1100] and left == 0
-    # the loser is cooling down: a new sweep does not go back to it at once
+    # the loser is cooling down, and second was used up: a new sweep goes to neither at once
     taker.calls.clear()
     sweeper.take("buy", 102, 100)
-    assert taker.calls == [(second, 100)]
+    assert taker.calls == [(third, 100)]
+
+
+def test_a_used_up_maker_is_skipped_by_the_next_sweeps_until_our_book_hears() -> None:
+    clock = Clock()
+    index, (ask,) = sells(clock, (100, 1000, clock.now))
+    taker = ScriptedTaker({}, index)
+    sweeper = Sweeper(public_hex(BUYER), index, taker)  # type: ignore[arg-type]
+    _, left = sweeper.take("buy", 100, 1000)
+    assert taker.calls == [(ask, 1000)] and left == 0
+    # Our book still lists the ask (the maker's filled version has not arrived yet).
+    # A new sweep, as uncrossing runs right after an order rests, must not bid on it.
+    taker.calls.clear()
+    _, left = sweeper.take("buy", 100, 500)
+    assert taker.calls == [] and left == 500
 
 
 def test_sweep_respects_limit_and_filter_and_stops_when_nothing_crosses() -> None:

@@ -194,8 +194,10 @@ class Sweeper:
     def _bid(self, entry: Entry, amount: int, avoid: _Avoid) -> Receipt | BidInDoubt | None:
         """One bid through ``Taker.bid``; on a lost race, one retry with what is left there.
 
-        A maker we emptied is ruled out too: our book may not have heard yet,
-        and bidding on it again would only earn an ``offer_taken``.
+        A maker whose chain we used up is ruled out too, in this sweep and (by a
+        cooldown) in the next ones: our book hears of it only when the maker's new
+        versions arrive, and an uncrossing scan right after an order would
+        otherwise reserve from the order's rest to bid on it again.
         """
         emptied = amount >= entry.amount
         for _ in range(2):
@@ -222,8 +224,10 @@ class Sweeper:
                 return None
             self._count("filled")
             self.cooldowns.clear(entry.owner)
-            if emptied:
+            if emptied or receipt.remainder is None:
                 avoid.ids.add(entry.id)
+                for closed in {entry.id, receipt.offer_id}:
+                    self.cooldowns.fail(closed)
             return receipt
         avoid.ids.add(entry.id)
         return None
