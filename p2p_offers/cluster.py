@@ -7,7 +7,6 @@ benchmarks, so all three exercise the network exactly the way a user runs it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -228,13 +227,40 @@ def local_network(
     return grape_procs, node_procs
 
 
+def busy_ports(udp: Sequence[int], tcp: Sequence[int], host: str = "127.0.0.1") -> list[str]:
+    """Which of these ports something else holds, as ``"<port>/<proto>"``.
+
+    Checked by binding each one, the way the processes will: a port another network
+    holds makes them fail, while a health check on it would reach that network and
+    look like success.
+    """
+    busy = []
+    for kind, proto, ports in ((socket.SOCK_DGRAM, "udp", udp), (socket.SOCK_STREAM, "tcp", tcp)):
+        for port in ports:
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    busy.append(f"{port}/{proto}")
+    return busy
+
+
 def start_all(grapes: int = 3, nodes: int = 3, data_root: Path = Path("data")) -> int:
     """The foreground network of ``make start-all``; Ctrl-C (or SIGTERM) stops every process."""
     if grapes < 1:
         raise SystemExit("start-all needs at least one grape")
+    dht_ports = [GRAPE_DHT_BASE + i for i in range(grapes)]
+    api_ports = [GRAPE_API_BASE + i for i in range(grapes)]
+    node_ports = [NODE_BASE + i for i in range(nodes)]
+    busy = busy_ports(dht_ports, api_ports + node_ports)
+    if busy:
+        print(
+            f"start-all: port {', '.join(busy)} already in use (another start-all running?); "
+            "nothing was started",
+            file=sys.stderr,
+        )
+        return 2
     data_root.mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("p2p_offers.node.app") is None:  # until the node lands
-        nodes = 0
     cluster = Cluster(data_root / "logs")
     stop = _install_stop_handlers()
     try:
@@ -242,9 +268,9 @@ def start_all(grapes: int = 3, nodes: int = 3, data_root: Path = Path("data")) -
             cluster,
             grapes,
             nodes,
-            [GRAPE_DHT_BASE + i for i in range(grapes)],
-            [GRAPE_API_BASE + i for i in range(grapes)],
-            [NODE_BASE + i for i in range(nodes)],
+            dht_ports,
+            api_ports,
+            node_ports,
             data_root,
         )
         _print_table(grape_procs, node_procs, cluster.workdir)
