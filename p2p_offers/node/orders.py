@@ -31,7 +31,7 @@ from typing import Any
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import Book, Entry
 from p2p_offers.fields import new_id
-from p2p_offers.matching import plan
+from p2p_offers.book import plan
 from p2p_offers.node import errors
 from p2p_offers.node.index import OfferIndex
 from p2p_offers.node.service import OfferService

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import SIDES, Book, Entry
-from p2p_offers.matching import plan
+from p2p_offers.book import plan
 from p2p_offers.money import MAX_PRICE_CENTS
 from p2p_offers.node import errors
 from p2p_offers.node.index import OfferIndex

@@ -1,10 +1,10 @@
-"""The order book of OPEN offers: price levels with FIFO queues, in price-time priority.
+"""Inside the book: the record layout, one side's price levels, and THE matching loop.
 
-Every node keeps one of these for the whole network, and the matching engine
-runs on the same structure, so it is built for the engine's hot path:
+Nothing here is exported from ``p2p_offers.book``; ``Book`` (``book.py``) is the
+interface. The layout is built for the engine's hot path:
 
 * Each side keeps a ``dict`` of price levels plus a sorted index of the level
-  keys (bucketed, with the buckets in a ``SortedList``: see ``_Side``). The
+  keys (bucketed, with the buckets in a ``SortedList``: see ``Side``). The
   index is touched only when a level appears or disappears; adding to an
   existing level is a dict lookup and a list append.
 * Level keys sort best-first on both sides: asks use the price, bids the
@@ -21,14 +21,10 @@ runs on the same structure, so it is built for the engine's hot path:
   **the front record of every level is live**, and a level exists only while
   it has a live record.
 
-Internally an offer is a small mutable list (``_Rec``) rather than an ``Entry``:
-the engine fills makers partially all the time, and rebuilding a frozen
-dataclass per fill would cost more than the rest of the fill. ``Entry`` objects
-are built on demand and cached until the record changes.
-
-The book is single-threaded. Like a dict, it must not be modified while an
-``entries`` iterator is live; ``crossing`` (and the planner built on it) walks
-the book up front, so its caller may change the book while consuming it.
+An offer is a small mutable list (``Rec``) rather than an ``Entry``: the
+engine fills makers partially all the time, and rebuilding a frozen dataclass
+per fill would cost more than the rest of the fill. ``Entry`` objects are built
+on demand (``entry_of``) and cached until the record changes.
 """
 
 from __future__ import annotations
@@ -36,15 +32,24 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from sortedcontainers import SortedList
 
-SIDES = ("buy", "sell")
+
+class Side(StrEnum):
+    """The side of an offer: its maker buys or sells BTC. The one definition of sides."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+SIDES = (Side.BUY, Side.SELL)
 
 # Record layout: a list is cheaper to create and index than any object.
 AMOUNT, PRIORITY, ID, OWNER, PRICE, SIDE, ENTRY = range(7)
-_Rec = list[Any]
+Rec = list[Any]
 
 BUCKET_BITS = 11  # price levels per bucket: 2048 cents, $20.48 of price
 UNLIMITED = 1 << 62  # an amount no walk can fill: more satoshis than will ever exist
@@ -62,15 +67,24 @@ class Entry:
     owner: str  # maker's public key hex
 
 
+class Trade(NamedTuple):
+    """One fill, always at the maker's (resting) price."""
+
+    maker_id: str
+    taker_id: str
+    price: int  # cents per BTC: the maker's price
+    amount: int  # satoshis
+
+
 def opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
 
 
-def _queue_key(rec: _Rec) -> tuple[int, str]:
+def _queue_key(rec: Rec) -> tuple[int, str]:
     return rec[PRIORITY], rec[ID]
 
 
-class _Side:
+class Levels:
     """One side of the book: price levels, their keys in best-first order, and the walk.
 
     ``sign`` maps a price to its level key. The keys are bucketed by
@@ -94,7 +108,7 @@ class _Side:
     def __init__(self, name: str, sign: int) -> None:
         self.name = name
         self.sign = sign
-        self.levels: dict[int, list[_Rec]] = {}
+        self.levels: dict[int, list[Rec]] = {}
         self.buckets: dict[int, list[int]] = {}
         self.order: SortedList = SortedList()  # bucket ids
         self.head: list[int] | None = None  # the first bucket; never an empty list
@@ -106,9 +120,7 @@ class _Side:
         for bucket in self.order:
             yield from buckets[bucket]
 
-    def walk(
-        self, limit_key: int, amount: int, exclude_owner: str | None
-    ) -> list[tuple[_Rec, int]]:
+    def walk(self, limit_key: int, amount: int, exclude_owner: str | None) -> list[tuple[Rec, int]]:
         """THE matching loop: ``(record, amount to take)`` best first until ``amount`` is filled.
 
         Only makers whose level key is ``<= limit_key`` cross. ``exclude_owner``'s
@@ -118,7 +130,7 @@ class _Side:
         rather than yielding, because the engine changes the records it gets
         back and a finished list cannot be confused by that.
         """
-        fills: list[tuple[_Rec, int]] = []
+        fills: list[tuple[Rec, int]] = []
         levels = self.levels
         keys = self.head
         later = None  # the buckets after the head: most walks end in the head bucket
@@ -137,12 +149,13 @@ class _Side:
             if later is None:
                 later = iter(self.order)
                 next(later)  # the head's
-            keys = self.buckets.get(next(later, None))
+            bucket = next(later, None)
+            keys = None if bucket is None else self.buckets[bucket]
         return fills
 
     def rest(
         self,
-        recs: dict[str, _Rec],
+        recs: dict[str, Rec],
         id: str,
         price: int,
         amount: int,
@@ -177,7 +190,7 @@ class _Side:
         else:  # a remainder keeping its parent's priority, or a replace keeping its own
             queue.insert(bisect_right(queue, _queue_key(rec), key=_queue_key), rec)
 
-    def discard(self, rec: _Rec) -> None:
+    def discard(self, rec: Rec) -> None:
         """Mark a record dead: cut off at once at the front, lazily behind it.
 
         Dead records behind a live front are counted per level, and the level
@@ -228,125 +241,7 @@ class _Side:
             self.order.remove(bucket)
 
 
-class Book:
-    """Open offers of both sides, best first, with exact ``len``, ``best`` and ``depth``."""
-
-    def __init__(self) -> None:
-        self._recs: dict[str, _Rec] = {}
-        self._sides = {"buy": _Side("buy", -1), "sell": _Side("sell", 1)}
-
-    # -- public interface ------------------------------------------------------
-
-    def add(self, entry: Entry) -> None:
-        """Insert ``entry``, or replace the live entry with the same id.
-
-        A replace that keeps side, price and priority keeps the offer's place in
-        its queue (an amount change must not cost time priority); anything else
-        re-queues it by its (possibly unchanged) priority at its new price.
-        """
-        self._side(entry.side)  # validates
-        if entry.amount <= 0 or entry.price <= 0:
-            raise ValueError("an open offer needs a positive price and amount")
-        old = self._recs.get(entry.id)
-        if old is not None:
-            if (old[SIDE], old[PRICE], old[PRIORITY]) == (entry.side, entry.price, entry.priority):
-                old[AMOUNT] = entry.amount
-                old[OWNER] = entry.owner
-                old[ENTRY] = entry
-                return
-            self._unlink(old)
-        self._sides[entry.side].rest(
-            self._recs, entry.id, entry.price, entry.amount, entry.priority, entry.owner, entry
-        )
-
-    def remove(self, id: str) -> Entry | None:
-        rec = self._recs.get(id)
-        if rec is None:
-            return None
-        entry = _entry(rec)
-        self._discard(id)
-        return entry
-
-    def get(self, id: str) -> Entry | None:
-        rec = self._recs.get(id)
-        return None if rec is None else _entry(rec)
-
-    def __len__(self) -> int:
-        return len(self._recs)
-
-    def __contains__(self, id: object) -> bool:
-        return id in self._recs
-
-    def best(self, side: str) -> Entry | None:
-        """Best bid (highest buy) or best ask (lowest sell); ties by (priority, id)."""
-        s = self._side(side)
-        if s.head is None:
-            return None
-        return _entry(s.levels[s.head[0]][0])
-
-    def crossing(
-        self, taker_side: str, limit_price: int, exclude_owner: str | None = None
-    ) -> Iterator[Entry]:
-        """Offers a ``taker_side`` order at ``limit_price`` would trade with, best first.
-
-        ``exclude_owner``'s offers are skipped (self-trade prevention). This is a
-        snapshot taken at the call, so the caller may change the book meanwhile.
-        """
-        walk = self._walk(taker_side, limit_price, UNLIMITED, exclude_owner)
-        return iter([_entry(rec) for rec, _ in walk])
-
-    def depth(self, side: str, levels: int | None = None) -> list[tuple[int, int, int]]:
-        """``(price, total amount, number of offers)`` per price level, best first."""
-        out: list[tuple[int, int, int]] = []
-        s = self._side(side)
-        for key in s.level_keys():
-            if levels is not None and len(out) >= levels:
-                break
-            amounts = [rec[AMOUNT] for rec in s.levels[key] if rec[AMOUNT]]
-            out.append((key * s.sign, sum(amounts), len(amounts)))
-        return out
-
-    def entries(self, side: str | None = None) -> Iterator[Entry]:
-        """All live entries, best first; with no side, bids first, then asks."""
-        for name in SIDES if side is None else (side,):
-            s = self._side(name)
-            for key in s.level_keys():
-                for rec in s.levels[key]:
-                    if rec[AMOUNT]:
-                        yield _entry(rec)
-
-    # -- engine interface (used by p2p_offers.matching) ------------------------
-
-    def _walk(
-        self, taker_side: str, limit_price: int, amount: int, exclude_owner: str | None
-    ) -> list[tuple[_Rec, int]]:
-        """``_Side.walk`` over the makers a ``taker_side`` order would meet."""
-        self._side(taker_side)  # validates: ``opposite`` would map junk to "buy"
-        s = self._sides[opposite(taker_side)]
-        return s.walk(limit_price * s.sign, amount, exclude_owner)
-
-    def _discard(self, id: str) -> bool:
-        """``remove`` without building the ``Entry`` it would return."""
-        rec = self._recs.pop(id, None)
-        if rec is None:
-            return False
-        self._unlink(rec)
-        return True
-
-    # -- internals -------------------------------------------------------------
-
-    def _side(self, side: str) -> _Side:
-        try:
-            return self._sides[side]
-        except KeyError:
-            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}") from None
-
-    def _unlink(self, rec: _Rec) -> None:
-        """Take a record out of its level; the caller has dropped it from ``_recs``."""
-        self._sides[rec[SIDE]].discard(rec)
-
-
-def _entry(rec: _Rec) -> Entry:
+def entry_of(rec: Rec) -> Entry:
     entry = rec[ENTRY]
     if entry is None:
         entry = rec[ENTRY] = Entry(
