@@ -14,7 +14,8 @@ No double selling: the amount is first reserved by shrinking our offer
 undone and the reserved satoshis cannot be sold to anybody else), then the
 sweep bids, and whatever it could not use is given back (the offer grows
 again, or, if the reservation took all of it and closed it, a new offer with
-the rest is posted). The work runs as a task on the order worker, so it never
+the rest is posted: ``OfferService.give_back``; an offer its owner cancelled
+meanwhile is never posted again). The work runs as a task on the order worker, so it never
 interleaves with one of our orders.
 """
 
@@ -27,12 +28,12 @@ from collections.abc import Callable
 
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import SIDES, Book, Entry
-from p2p_offers.book import plan
 from p2p_offers.money import MAX_PRICE_CENTS
 from p2p_offers.node import errors
-from p2p_offers.node.index import OfferIndex
-from p2p_offers.node.orders import OrderDesk, Sweeper
-from p2p_offers.node.service import OfferService
+from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.offers.maker import OfferService
+from p2p_offers.node.trading.desk import OrderDesk
+from p2p_offers.node.trading.sweeper import Sweeper
 from p2p_offers.offers import OPEN, SignedOffer
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def crossed(book: Book, me: str, usable: Callable[[Entry], bool] = lambda e: Tru
     """
     found: list[Entry] = []
     for side in SIDES:
-        best = next(iter(plan(book, side, _ANY_PRICE[side], 1, me)), None)
+        best = next(iter(book.plan(side, _ANY_PRICE[side], 1, me)), None)
         if best is None:
             continue
         for own in book.entries(side):
@@ -141,10 +142,11 @@ class Uncrosser:
     def scan(self) -> list[Entry]:
         return self.index.read_book(lambda book: crossed(book, self.me, self.sweeper.usable))
 
-    def run(self) -> int:
+    def run(self) -> None:
         """One pass on the worker: uncross every offer of ours that needs it; satoshis taken."""
         self._queued.clear()  # news from now on deserves another pass
-        return sum(self.uncross(own) for own in self.scan())
+        for own in self.scan():
+            self.uncross(own)
 
     def uncross(self, own: Entry) -> int:
         """Take older crossing offers with ``own``'s amount: reserve, bid, give back the rest."""
@@ -162,8 +164,8 @@ class Uncrosser:
         if not reserve:
             return 0
         try:
-            self.service.resize(own.id, -reserve, own.price)
-        except errors.ApiError as exc:  # filled, cancelled or repriced meanwhile: rescan later
+            reserved = self.service.resize(own.id, -reserve, own.price)
+        except errors.DomainError as exc:  # filled, cancelled or repriced meanwhile: rescan later
             self._count(f"reserve_{exc.code}")
             return 0
         taken = 0
@@ -181,17 +183,16 @@ class Uncrosser:
             self.sweeper.take(own.side, own.price, reserve, eligible, on_fill, on_doubt)
         finally:
             if taken < reserve:
-                self._give_back(own, reserve - taken)
+                self._give_back(reserved, reserve - taken)
         self._count("taken_sats", taken)
         self._count("uncrossed" if taken else "failed")
         return taken
 
-    def _give_back(self, own: Entry, amount: int) -> None:
-        try:
-            self.service.resize(own.id, amount, own.price)
-        except errors.ApiError:  # the reservation closed it (or its terms changed): post anew
-            self.service.create(own.side, own.price, amount)
-        self._count("given_back")
+    def _give_back(self, reserved: SignedOffer, amount: int) -> None:
+        if self.service.give_back(reserved, amount) is None:
+            self._count("given_back_dropped")  # its owner closed the offer meanwhile
+        else:
+            self._count("given_back")
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:

@@ -13,31 +13,78 @@ satoshis here, exactly, once.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    model_validator,
+)
 
 from p2p_offers import money
-from p2p_offers.bids import Receipt
-from p2p_offers.node.config import MAX_OFFER_TTL_S
-from p2p_offers.node.index import Version
-from p2p_offers.offers import SignedOffer
+from p2p_offers.bids import MAX_SEQ
+from p2p_offers.book import Side
+from p2p_offers.fields import MAX_MS
+from p2p_offers.node.config import MAX_OFFER_TTL_S, MIN_OFFER_TTL_S
+from p2p_offers.offers import OfferStatus
 
-Side = Literal["buy", "sell"]
-Status = Literal["open", "filled", "cancelled"]
+Status = OfferStatus
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Id = Annotated[str, Field(pattern=r"^[0-9a-f-]{36}$")]
-
-_DECIMAL_INPUT = {"anyOf": [{"type": "string"}, {"type": "number"}]}
-
-
-def _money(parse: Any, unit: str, places: int) -> Any:
-    schema = {**_DECIMAL_INPUT, "description": f"{unit}, > 0, at most {places} decimals"}
-    return Annotated[int, BeforeValidator(parse), WithJsonSchema(schema)]
+UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+Id = Annotated[str, Field(pattern=UUID4, description="a uuid4")]
+Sig = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
 
 
-PriceUsd = _money(money.parse_usd, "USD per BTC", 2)
-AmountBtc = _money(money.parse_btc, "BTC", 8)
+def money_schema(unit: str, places: int, maximum: int) -> dict[str, Any]:
+    """Exactly what ``money.parse_*`` takes: a decimal string or a JSON number, > 0, at
+    most ``places`` decimals (trailing zeros aside), at most ``maximum`` units."""
+    top = str(maximum // 10**places)  # the largest whole part, allowed with a zero fraction
+    fraction = rf"(?:\.[0-9]{{1,{places}}}0*)?"
+    nonzero_fraction = "|".join(f"0{{{i}}}[1-9][0-9]{{0,{places - 1 - i}}}" for i in range(places))
+    number = rf"0*(?:{_below(top)}){fraction}|0*{top}(?:\.0+)?|0+\.(?:{nonzero_fraction})0*"
+    # surrounding ASCII spaces are allowed (and count towards maxLength, as in the code)
+    spaces = r"[ \t\n\r\f\v]*"
+    string = rf"^{spaces}(?:{number}){spaces}$"
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": string, "maxLength": money.MAX_DIGITS},
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": maximum // 10**places,
+                "multipleOf": 10**-places,
+            },
+        ],
+        "description": f"{unit}: a decimal string or number, > 0, at most {places} decimals",
+    }
+
+
+def _below(top: str) -> str:
+    """A regex of the positive integers below ``top`` (decimal digits, no leading zero)."""
+    shorter = [f"[1-9][0-9]{{0,{len(top) - 2}}}"] if len(top) > 1 else []
+    same = []
+    for i, digit in enumerate(top):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = len(top) - i - 1
+            same.append(f"{top[:i]}[{low}-{int(digit) - 1}][0-9]{{{rest}}}")
+    return "|".join(shorter + same) or "(?!)"
+
+
+PriceUsd: TypeAlias = Annotated[
+    int,
+    BeforeValidator(money.parse_usd),
+    WithJsonSchema(money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS)),
+]
+AmountBtc: TypeAlias = Annotated[
+    int,
+    BeforeValidator(money.parse_btc),
+    WithJsonSchema(money_schema("BTC", 8, money.MAX_AMOUNT_SATS)),
+]
 UsdString = Annotated[str, Field(pattern=r"^\d+\.\d{2}$", examples=["30000.00"])]
 BtcString = Annotated[str, Field(pattern=r"^\d+\.\d{8}$", examples=["0.50000000"])]
 
@@ -54,7 +101,11 @@ class CreateOffer(Strict):
     price_usd: PriceUsd
     amount_btc: AmountBtc
     ttl_s: int | None = Field(
-        None, ge=1, le=MAX_OFFER_TTL_S, description="lifetime between refreshes"
+        None,
+        ge=MIN_OFFER_TTL_S,
+        le=MAX_OFFER_TTL_S,
+        description=f"seconds between refreshes while the node runs ({MIN_OFFER_TTL_S} to "
+        f"{MAX_OFFER_TTL_S}); the offer expires that long after the node stops refreshing it",
     )
 
 
@@ -100,42 +151,42 @@ class RecordIn(BaseModel):
     salt: str
 
 
-class Announcement(BaseModel):
-    hash: str = Field(description="sha1(k ‖ salt) in hex")
+class Announcement(Strict):
+    """One hint: a record's address and, usually, the record (else it is read from the DHT).
+
+    The record is verified in full by the intake (signature, address, document);
+    one that is not a record is counted ``malformed`` there, never refused here.
+    """
+
+    hash: str = Field(description="sha1(k ‖ salt) in hex; anything else is counted malformed")
     record: dict[str, Any] | None = Field(None, description="the record; else read from the DHT")
 
 
-class AnnounceBody(BaseModel):
+class AnnounceBatch(Strict):
+    announcements: list[Announcement] = Field(max_length=1000)
+
+
+class AnnounceBody(RootModel[Announcement | AnnounceBatch]):
     """``{"hash", "record"?}`` as the spec says, or a batch ``{"announcements": [...]}``."""
 
-    hash: str | None = None
-    record: dict[str, Any] | None = None
-    announcements: list[Announcement] | None = Field(None, max_length=1000)
-
-    @model_validator(mode="after")
-    def _one_form(self) -> AnnounceBody:
-        if (self.hash is None) == (self.announcements is None):
-            raise ValueError("give either hash (and record) or announcements")
-        return self
-
     def items(self) -> list[Announcement]:
-        if self.announcements is not None:
-            return self.announcements
-        return [Announcement(hash=self.hash or "", record=self.record)]
+        if isinstance(self.root, AnnounceBatch):
+            return self.root.announcements
+        return [self.root]
 
 
 class BidIn(Strict):
-    """A signed bid (``p2p_offers.bids.Bid``); types here, meaning checked by the owner."""
+    """A signed bid (``p2p_offers.bids.Bid``): exactly the ranges ``Bid.from_wire`` takes."""
 
     bid_id: Id
     offer_id: Id
-    offer_seq: int
+    offer_seq: int = Field(ge=0, le=MAX_SEQ)
     maker: Hex64
-    amount: int
-    price: int
+    amount: int = Field(ge=1, le=money.MAX_AMOUNT_SATS, description="satoshis")
+    price: int = Field(ge=1, le=money.MAX_PRICE_CENTS, description="cents per BTC")
     taker: Hex64
-    ts: int
-    sig: str
+    ts: int = Field(ge=0, le=MAX_MS, description="ms")
+    sig: Sig
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -248,73 +299,12 @@ class Health(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: Any = None
+    code: str = Field(description="snake_case; see docs/errors.md")
+    message: str = Field(description="what went wrong, amounts in BTC and USD")
+    details: dict[str, Any] | None = Field(
+        None, description="always an object when present; its keys depend on the code"
+    )
 
 
 class ErrorOut(BaseModel):
     error: ErrorBody
-
-
-# -- views ---------------------------------------------------------------------------------
-
-
-def offer_view(signed: SignedOffer) -> dict[str, Any]:
-    o = signed.offer
-    fill = o.fill
-    return {
-        "id": o.id,
-        "owner": signed.owner,
-        "side": o.side,
-        "price_usd": money.format_usd(o.price),
-        "amount_btc": money.format_btc(o.amount),
-        "status": o.status,
-        "parent": o.parent,
-        "priority": o.priority,
-        "created": o.created,
-        "expires": o.expires,
-        "seq": signed.seq,
-        "fill": None
-        if fill is None
-        else {
-            "bid_id": fill.bid_id,
-            "amount_btc": money.format_btc(fill.amount),
-            "taker": fill.taker,
-            "remainder": fill.remainder,
-        },
-    }
-
-
-def version_view(v: Version) -> dict[str, Any]:
-    return {
-        "seq": v.seq,
-        "status": v.status,
-        "price_usd": money.format_usd(v.price),
-        "amount_btc": money.format_btc(v.amount),
-        "expires": v.expires,
-    }
-
-
-def receipt_view(r: Receipt) -> dict[str, Any]:
-    return {
-        "fill_id": r.fill_id,
-        "bid_id": r.bid_id,
-        "offer_id": r.offer_id,
-        "amount_btc": money.format_btc(r.amount),
-        "price_usd": money.format_usd(r.price),
-        "maker": r.maker,
-        "taker": r.taker,
-        "remainder": r.remainder,
-        "ts": r.ts,
-        "sig": r.sig,
-    }
-
-
-def level_view(level: tuple[int, int, int]) -> dict[str, Any]:
-    price, amount, count = level
-    return {
-        "price_usd": money.format_usd(price),
-        "amount_btc": money.format_btc(amount),
-        "count": count,
-    }

@@ -1,4 +1,4 @@
-"""Finding other nodes through the DHT, and the pooled HTTP client used to talk to them.
+"""Finding other nodes through the DHT: who is out there, and where an offer's owner listens.
 
 Each node announces two names: ``p2p_offers:node`` (so peers can push
 announcements and sync from it) and ``p2p_offers:owner:<client_id>`` (so a
@@ -7,8 +7,10 @@ of seconds: a hot path (every publication, every bid) must not cost a DHT
 round trip, and a node that appears is still found within the cache lifetime.
 
 A lookup returns addresses, not identities; each new address is asked once for
-its ``client_id`` (``GET /health``), which is how a node leaves itself out of its
-own peer list whatever address the grape saw it under.
+its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
+out of its own peer list whatever address the grape saw it under. What is
+known of each address is read and written under ``_lock`` only: pushes forget
+addresses from their threads while a refresh probes and reads them.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from p2p_offers.fields import is_public_key
-from p2p_offers.link import GrapeError, Link
+from p2p_offers.link import GrapeError
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.dht import Dht
 
 log = logging.getLogger(__name__)
 
@@ -34,43 +34,18 @@ def owner_service(client_id: str) -> str:
     return f"p2p_offers:owner:{client_id}"
 
 
-def make_session(pool: int = 64) -> requests.Session:
-    """One keep-alive pool per process: reconnecting costs more than most requests.
-
-    Environment proxy settings are ignored: peers are addressed as the DHT
-    announced them, and consulting the environment on every call is a large
-    part of a small request's CPU cost.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.mount("http://", HTTPAdapter(pool_connections=16, pool_maxsize=pool))
-    return session
-
-
 @dataclass(frozen=True, slots=True)
 class Peer:
     address: str  # host:port as announced
     client_id: str
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
 
 class Peers:
-    def __init__(
-        self,
-        link: Link,
-        my_id: str,
-        session: requests.Session,
-        ttl_s: float = 2.0,
-        probe_timeout_s: float = 1.0,
-    ) -> None:
-        self.link = link
+    def __init__(self, dht: Dht, client: PeerClient, my_id: str, ttl_s: float = 2.0) -> None:
+        self.dht = dht
+        self.client = client
         self.my_id = my_id
-        self.session = session
         self.ttl_s = ttl_s
-        self.probe_timeout_s = probe_timeout_s
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._identities: dict[str, str] = {}  # address -> client_id
@@ -117,33 +92,22 @@ class Peers:
 
     def _refresh(self) -> list[Peer]:
         try:
-            addresses = self.link.lookup(NODE_SERVICE)
+            addresses = self.dht.lookup(NODE_SERVICE)
         except GrapeError as exc:
             log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
             with self._lock:
                 return self._nodes or []
-        unknown = [a for a in addresses if a not in self._identities]
-        for address, client_id in zip(
-            unknown, self._probe_pool.map(self._probe, unknown), strict=True
-        ):
-            if client_id is not None:
-                self._identities[address] = client_id
-        peers = [
-            Peer(a, self._identities[a])
-            for a in dict.fromkeys(addresses)
-            if a in self._identities and self._identities[a] != self.my_id
-        ]
         with self._lock:
+            unknown = [a for a in dict.fromkeys(addresses) if a not in self._identities]
+        probed = zip(unknown, self._probe_pool.map(self.client.identify, unknown), strict=True)
+        with self._lock:
+            for address, client_id in probed:
+                if client_id is not None:
+                    self._identities[address] = client_id
+            known = {a: self._identities.get(a) for a in dict.fromkeys(addresses)}
+            peers = [Peer(a, c) for a, c in known.items() if c is not None and c != self.my_id]
             self._nodes, self._nodes_at = peers, time.monotonic()
         return peers
-
-    def _probe(self, address: str) -> str | None:
-        try:
-            resp = self.session.get(f"http://{address}/health", timeout=self.probe_timeout_s)
-            client_id = resp.json().get("client_id") if resp.ok else None
-        except (requests.RequestException, ValueError, AttributeError):
-            return None
-        return client_id if is_public_key(client_id) else None
 
     def known_count(self) -> int:
         """Peers as of the last lookup, without looking up (safe to call from /health)."""
@@ -158,7 +122,8 @@ class Peers:
 
     def unreachable(self, address: str) -> None:
         """Forget who lives at an address that failed: it may come back as someone else."""
-        self._identities.pop(address, None)
+        with self._lock:
+            self._identities.pop(address, None)
         self.invalidate()
 
     # -- owners --------------------------------------------------------------------------
@@ -170,9 +135,11 @@ class Peers:
             cached = self._owners.get(client_id)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        addresses = self.link.lookup(owner_service(client_id))
+        addresses = self.dht.lookup(owner_service(client_id))
         with self._lock:
             self._owners[client_id] = (now, addresses)
+            if len(self._owners) > 10_000:  # owners come and go: keep the fresh ones
+                self._owners = {k: v for k, v in self._owners.items() if now - v[0] < self.ttl_s}
         return addresses
 
     def forget_owner(self, client_id: str) -> None:

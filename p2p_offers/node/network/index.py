@@ -25,12 +25,18 @@ from typing import TypeVar
 from sortedcontainers import SortedList
 
 from p2p_offers.book import Book, Entry
+from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.offers import OPEN, SignedOffer
 
 HISTORY_MAX = 64
 T = TypeVar("T")
 
-APPLIED, STALE, CONFLICT, EXPIRED = "applied", "stale", "conflict", "expired"
+APPLIED, STALE, CONFLICT, EXPIRED = (
+    Outcome.APPLIED,
+    Outcome.STALE,
+    Outcome.CONFLICT,
+    Outcome.EXPIRED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +108,7 @@ class OfferIndex:
         floor = self._floors.get(offer_id)
         return (None, 0) if floor is None else (floor[0], floor[1])
 
-    def apply(self, signed: SignedOffer) -> str:
+    def apply(self, signed: SignedOffer) -> Outcome:
         """Take ``signed`` if it is newer than what is held; say what happened."""
         offer = signed.offer
         now = self._clock()

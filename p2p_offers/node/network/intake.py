@@ -22,22 +22,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from p2p_offers.fields import DocError
-from p2p_offers.link import GrapeError, Link
+from p2p_offers.link import GrapeError
 from p2p_offers.node.config import MAX_OFFER_TTL_S
-from p2p_offers.node.index import APPLIED, CONFLICT, STALE, OfferIndex
+from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.outcomes import Outcome
+from p2p_offers.node.signals import Signal
 from p2p_offers.offers import Offer, SignedOffer
 from p2p_offers.records import INVALID_SIGNATURE, Record, RecordError
 
-FORGED, MISMATCH, MALFORMED, UNKNOWN, UNAVAILABLE, OWN, IMPLAUSIBLE = (
-    "forged",
-    "mismatch",
-    "malformed",
-    "unknown",
-    "unavailable",
-    "own",
-    "implausible",
-)
-DUPLICATE, OVER_LIMIT = "duplicate", "over_limit"
+APPLIED, CONFLICT, STALE = Outcome.APPLIED, Outcome.CONFLICT, Outcome.STALE
+FORGED, MISMATCH, MALFORMED = Outcome.FORGED, Outcome.MISMATCH, Outcome.MALFORMED
+UNKNOWN, UNAVAILABLE, OWN = Outcome.UNKNOWN, Outcome.UNAVAILABLE, Outcome.OWN
+IMPLAUSIBLE, DUPLICATE, OVER_LIMIT = Outcome.IMPLAUSIBLE, Outcome.DUPLICATE, Outcome.OVER_LIMIT
 MAX_HASH_ONLY = 16  # DHT gets one batch may cost (each runs on the request thread)
 _HASH = re.compile(r"[0-9a-f]{40}")
 VERIFY_CHUNK = 64
@@ -77,22 +74,24 @@ def _verdicts(records: list[Record]) -> list[RecordError | None]:
 
 class Intake:
     def __init__(
-        self, index: OfferIndex, link: Link, my_id: str, clock: Callable[[], int] | None = None
+        self, index: OfferIndex, dht: Dht, my_id: str, clock: Callable[[], int] | None = None
     ) -> None:
         self.index = index
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self.link = link
+        self.dht = dht
         self.my_id = my_id
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = {}
-        # Records under a reserved salt are not offers (the ledger head, salt "ledger"):
-        # verified and judged by their handler, which returns the outcome to count.
-        self.salt_handlers: dict[bytes, Callable[[Record], str]] = {}
-        # Called with every foreign offer version applied (uncrossing watches for them).
-        self.on_applied: list[Callable[[SignedOffer], None]] = []
+        self._salt_handlers: dict[bytes, Callable[[Record], Outcome]] = {}
+        self.applied: Signal[[SignedOffer]] = Signal("foreign offer applied")
         self._verifier = ThreadPoolExecutor(1, thread_name_prefix="verify")
 
-    def receive(self, hash_: object, record: object | None, source: str) -> str:
+    def handle_salt(self, salt: bytes, handler: Callable[[Record], Outcome]) -> None:
+        """Records under ``salt`` are not offers (the ledger head, salt "ledger"): they are
+        verified and judged by ``handler``, which returns the outcome to count."""
+        self._salt_handlers[salt] = handler
+
+    def receive(self, hash_: object, record: object | None, source: str) -> Outcome:
         """Consider one record (attached, or fetched from the DHT by hash); return the outcome.
 
         ``hash_`` None means the record comes with no claimed address (a sync page).
@@ -102,11 +101,11 @@ class Intake:
             self._counts.setdefault(source, Counter())[outcome] += 1
         return outcome
 
-    def count(self, source: str, outcome: str, n: int = 1) -> None:
+    def count(self, source: str, outcome: Outcome, n: int = 1) -> None:
         with self._lock:
             self._counts.setdefault(source, Counter())[outcome] += n
 
-    def receive_many(self, items: Iterable[tuple[object, object]], source: str) -> Counter[str]:
+    def receive_many(self, items: Iterable[tuple[object, object]], source: str) -> Counter[Outcome]:
         """Consider many attached records (a sync page, a batch of announcements).
 
         The same checks as ``receive``, but the signatures are verified on a
@@ -117,7 +116,7 @@ class Intake:
         Items without a record cost a DHT get each: a batch gets at most
         ``MAX_HASH_ONLY`` of them, each hash once (sync repairs anything dropped).
         """
-        outcomes: Counter[str] = Counter()
+        outcomes: Counter[Outcome] = Counter()
         pending: list[Record] = []
         fetched: set[str] = set()
         for hash_, data in items:
@@ -143,13 +142,13 @@ class Intake:
             self._counts.setdefault(source, Counter()).update(outcomes)
         return outcomes
 
-    def _receive(self, hash_: object, data: object | None) -> str:
+    def _receive(self, hash_: object, data: object | None) -> Outcome:
         prepared = self._prepare(hash_, data)
-        if isinstance(prepared, str):
+        if isinstance(prepared, Outcome):
             return prepared
         return self._believe(prepared, _verdict(prepared))
 
-    def _prepare(self, hash_: object, data: object | None) -> str | Record:
+    def _prepare(self, hash_: object, data: object | None) -> Outcome | Record:
         """Every check short of the signature: an outcome, or the record still to verify."""
         if hash_ is not None and (not isinstance(hash_, str) or not _HASH.fullmatch(hash_)):
             return MALFORMED
@@ -182,9 +181,9 @@ class Intake:
         held = self.index.holder(salt)
         return held is not None and held[0] == k and seq <= held[1]
 
-    def _fetch(self, hash_: str) -> str | Record:
+    def _fetch(self, hash_: str) -> Outcome | Record:
         try:
-            record = self.link.get_record(hash_)
+            record = self.dht.get_record(hash_)
         except GrapeError:
             return UNAVAILABLE
         except RecordError as exc:  # the grape handed us something that does not verify
@@ -193,12 +192,12 @@ class Intake:
             return UNKNOWN
         return self._triage(record)
 
-    def _triage(self, record: Record) -> str | Record:
+    def _triage(self, record: Record) -> Outcome | Record:
         """Whose record, and is it news? Cheap, so it runs before any signature check."""
         owner = record.k.hex() if record.k else ""
         if owner == self.my_id:
             return OWN  # we are the only writer of our records; nobody can tell us news
-        handler = self.salt_handlers.get(record.salt)
+        handler = self._salt_handlers.get(record.salt)
         if handler is not None:
             return handler(record)
         try:
@@ -212,7 +211,7 @@ class Intake:
             return STALE
         return record
 
-    def _believe(self, record: Record, error: RecordError | None) -> str:
+    def _believe(self, record: Record, error: RecordError | None) -> Outcome:
         """Apply a record whose signature check gave ``error`` (None: it verified)."""
         if error is not None:
             return FORGED if error.code == INVALID_SIGNATURE else MALFORMED
@@ -224,8 +223,7 @@ class Intake:
             return IMPLAUSIBLE
         outcome = self.index.apply(signed)
         if outcome == APPLIED:
-            for listener in self.on_applied:
-                listener(signed)
+            self.applied.emit(signed)
         return outcome
 
     def close(self) -> None:
@@ -237,17 +235,3 @@ class Intake:
                 source: {"received": sum(c.values()), **dict(sorted(c.items()))}
                 for source, c in sorted(self._counts.items())
             }
-
-
-__all__ = [
-    "APPLIED",
-    "DUPLICATE",
-    "FORGED",
-    "IMPLAUSIBLE",
-    "MALFORMED",
-    "MISMATCH",
-    "OVER_LIMIT",
-    "STALE",
-    "UNKNOWN",
-    "Intake",
-]

@@ -22,11 +22,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import requests
-
-from p2p_offers.node.index import OfferIndex
-from p2p_offers.node.intake import Intake
-from p2p_offers.node.peers import Peer, Peers
+from p2p_offers.node import errors
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.intake import Intake
+from p2p_offers.node.network.peers import Peer, Peers
+from p2p_offers.node.network.transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,16 @@ class Syncer:
     def __init__(
         self,
         peers: Peers,
-        session: requests.Session,
+        client: PeerClient,
         intake: Intake,
         index: OfferIndex,
         page_limit: int = 1000,
-        timeout_s: float = 10.0,
     ) -> None:
         self.peers = peers
-        self.session = session
+        self.client = client
         self.intake = intake
         self.index = index
         self.page_limit = page_limit
-        self.timeout_s = timeout_s
         self.runs = 0
         self.last_ms: float | None = None
         self.last_records = 0
@@ -64,7 +63,7 @@ class Syncer:
             pulled = time.perf_counter()
             try:
                 count = self._pull(peer)
-            except (requests.RequestException, ValueError) as exc:
+            except (TransportError, errors.DomainError) as exc:
                 log.info("sync from %s failed: %s", peer.address, exc)
                 continue
             received += count
@@ -118,23 +117,13 @@ class Syncer:
             cursor: str | None = None
             try:
                 for fetched in range(1, MAX_PAGES_PER_PEER + 1):
-                    params: dict[str, str | int] = {"limit": self.page_limit}
-                    if cursor:
-                        params["cursor"] = cursor
-                    resp = self.session.get(
-                        f"{peer.url}/peer/offers", params=params, timeout=self.timeout_s
-                    )
-                    resp.raise_for_status()
-                    page = resp.json()
-                    records = page.get("records") if isinstance(page, dict) else None
-                    if not isinstance(records, list):
-                        raise ValueError("malformed sync page")
+                    page = self.client.offers(peer.address, cursor, self.page_limit)
+                    records, nxt = page.records, page.next
                     if not hand_over(records):
                         return
-                    nxt = page.get("next")
                     if not nxt or not records:
                         break
-                    if not isinstance(nxt, str) or (cursor is not None and nxt <= cursor):
+                    if cursor is not None and nxt <= cursor:
                         self._refuse("bad_cursor", peer)
                         break
                     if fetched == MAX_PAGES_PER_PEER:

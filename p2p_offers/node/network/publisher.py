@@ -26,13 +26,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Protocol
 
-import requests
-
-from p2p_offers.link import GrapeError, Link
-from p2p_offers.node.peers import Peer, Peers
+from p2p_offers.link import GrapeError
+from p2p_offers.node import errors
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.peers import Peer, Peers
+from p2p_offers.node.network.transport import TransportError
 from p2p_offers.offers import OPEN, SignedOffer
-from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW
+from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW, Record, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +44,39 @@ RETRY_DELAY_S = 0.5
 PUSH_FIRST_S = 0.02
 
 
+class Publishable(Protocol):
+    """A signed record this node writes: an offer version, or the head of our ledger."""
+
+    @property
+    def id(self) -> str: ...  # the queue key: one entry per record, newest seq wins
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def hash(self) -> str: ...
+
+    @property
+    def record(self) -> Record: ...
+
+
 class Publisher:
     def __init__(
         self,
-        link: Link,
+        dht: Dht,
         peers: Peers,
-        session: requests.Session,
+        client: PeerClient,
         mark_published: Callable[[list[tuple[str, int]]], None],
         put_workers: int = 8,
         push_workers: int = 32,  # one per peer, so no peer waits for another's reply
-        push_timeout_s: float = 3.0,
     ) -> None:
-        self.link = link
+        self.dht = dht
         self.peers = peers
-        self.session = session
+        self.client = client
         self.mark_published = mark_published
-        self.push_timeout_s = push_timeout_s
         self._cond = threading.Condition()
-        self._to_put: dict[str, SignedOffer] = {}
-        self._to_push: dict[str, SignedOffer] = {}
+        self._to_put: dict[str, Publishable] = {}
+        self._to_push: dict[str, Publishable] = {}
         self._in_dht: dict[str, int] = {}  # id -> seq known to be stored in the DHT
         self._putting = 0
         self._pushing = 0
@@ -77,7 +94,7 @@ class Publisher:
 
     # -- queueing ------------------------------------------------------------------------
 
-    def publish(self, versions: Iterable[SignedOffer], *, push: bool = True) -> None:
+    def publish(self, versions: Iterable[Publishable], *, push: bool = True) -> None:
         with self._cond:
             for signed in versions:
                 _keep_newest(self._to_put, signed)
@@ -119,7 +136,7 @@ class Publisher:
         self._put_pool.shutdown(wait=False, cancel_futures=True)
         self._push_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _take(self, queue: dict[str, SignedOffer]) -> dict[str, SignedOffer]:
+    def _take(self, queue: dict[str, Publishable]) -> dict[str, Publishable]:
         """Wait for work and take all of it; empty means stop."""
         with self._cond:
             while not queue and not self._stopping:
@@ -149,7 +166,8 @@ class Publisher:
                     self._cond.wait(left)
             futures = {self._put_pool.submit(self._put, s): s for s in batch.values()}
             wait(futures)
-            done, retry = [], []
+            done: list[Publishable] = []
+            retry: list[Publishable] = []
             for future, signed in futures.items():
                 ok = not future.cancelled() and future.exception() is None and future.result()
                 (done if ok else retry).append(signed)
@@ -166,7 +184,7 @@ class Publisher:
             if retry:
                 time.sleep(RETRY_DELAY_S)
 
-    def _put(self, signed: SignedOffer) -> bool:
+    def _put(self, signed: Publishable) -> bool:
         """Put one record; True once the DHT holds this version (or a newer one).
 
         ``cas`` guards against a put of ours we did not record. On a mismatch
@@ -179,7 +197,7 @@ class Publisher:
         cas = self._in_dht.get(signed.id)
         for _ in range(3):
             try:
-                self.link.put_record(signed.record, cas=cas)
+                self.dht.put_record(signed.record, cas=cas)
             except GrapeError as exc:
                 if exc.code == CAS_MISMATCH and self._learn_stored_seq(signed):
                     stored = self._in_dht.get(signed.id)
@@ -196,7 +214,7 @@ class Publisher:
             return self._put_done(signed)
         return False
 
-    def _put_done(self, signed: SignedOffer) -> bool:
+    def _put_done(self, signed: Publishable) -> bool:
         with self._cond:
             if _may_change(signed):
                 self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
@@ -209,11 +227,11 @@ class Publisher:
         with self._cond:
             self.stats[name] += 1
 
-    def _learn_stored_seq(self, signed: SignedOffer) -> bool:
+    def _learn_stored_seq(self, signed: Publishable) -> bool:
         """After a CAS mismatch (a put we did not record, e.g. before a crash), ask the DHT."""
         try:
-            stored = self.link.get_record(signed.hash)
-        except (GrapeError, ValueError):
+            stored = self.dht.get_record(signed.hash)
+        except (GrapeError, RecordError):
             return False
         with self._cond:
             if stored is None:
@@ -246,33 +264,31 @@ class Publisher:
     def _push(self, peer: Peer, bodies: list[bytes]) -> None:
         for body in bodies:
             try:
-                resp = self.session.post(
-                    f"{peer.url}/peer/announce",
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self.push_timeout_s,
-                )
-            except requests.RequestException as exc:
+                self.client.announce(peer.address, body)
+            except TransportError as exc:
                 log.info("push to %s failed: %s", peer.address, exc)
                 self._count("push_failed")
                 self.peers.unreachable(peer.address)
                 return
-            self._count("pushed" if resp.ok else "push_failed")
+            except errors.DomainError as exc:  # it answered, and refused the batch
+                log.info("push to %s refused: %s", peer.address, exc)
+                self._count("push_failed")
+                continue
+            self._count("pushed")
 
 
-def _may_change(signed: SignedOffer) -> bool:
-    """Open offers and non-offer records (the ledger head, which has no ``offer``) change again."""
-    offer = getattr(signed, "offer", None)
-    return offer is None or offer.status == OPEN
+def _may_change(signed: Publishable) -> bool:
+    """Open offers and non-offer records (the ledger head) change again."""
+    return not isinstance(signed, SignedOffer) or signed.offer.status == OPEN
 
 
-def _keep_newest(queue: dict[str, SignedOffer], signed: SignedOffer) -> None:
+def _keep_newest(queue: dict[str, Publishable], signed: Publishable) -> None:
     held = queue.get(signed.id)
     if held is None or held.seq < signed.seq:
         queue[signed.id] = signed
 
 
-def _announcement_bodies(versions: Iterable[SignedOffer]) -> Iterable[bytes]:
+def _announcement_bodies(versions: Iterable[Publishable]) -> Iterable[bytes]:
     """JSON bodies of at most MAX_BATCH_BYTES: the spec's single form for one record."""
     items = [json.dumps({"hash": s.hash, "record": s.record.to_json()}) for s in versions]
     if len(items) == 1:
