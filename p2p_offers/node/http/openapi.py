@@ -74,7 +74,7 @@ def openapi(
 def _query_params(op: Operation) -> list[dict[str, Any]]:
     if op.query is None:
         return []
-    schema = op.query.model_json_schema()
+    schema = op.query.model_json_schema(ref_template="#/components/schemas/{model}")
     params = []
     for attr, field in op.query.model_fields.items():
         name = field.alias or attr  # a query key that is a keyword (from) has an alias

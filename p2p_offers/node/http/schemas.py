@@ -109,9 +109,30 @@ class CreateOffer(Strict):
     )
 
 
+def _given(parse: Any) -> Any:
+    """``parse``, refusing an explicit null: a field one may leave out, not set to null."""
+
+    def check(value: object) -> int:
+        if value is None:
+            raise ValueError("leave the field out instead of sending null")
+        result: int = parse(value)
+        return result
+
+    return check
+
+
 class UpdateOffer(Strict):
-    price_usd: PriceUsd | None = None
-    amount_btc: AmountBtc | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    price_usd: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_usd)),
+        WithJsonSchema(money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS)),
+    ] = None
+    amount_btc: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_btc)),
+        WithJsonSchema(money_schema("BTC", 8, money.MAX_AMOUNT_SATS)),
+    ] = None
 
     @model_validator(mode="after")
     def _something(self) -> UpdateOffer:
