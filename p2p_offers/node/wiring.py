@@ -101,6 +101,8 @@ def connect(node: Node) -> None:
     # a foreign open offer, or a rest we posted, may cross one of ours
     node.intake.applied.connect(node.uncrosser.on_applied)
     node.desk.rested.connect(node.uncrosser.poke)
+    # a node syncing from us from the start may be new: look up the others again
+    node.syncer.starting.connect(node.peers.invalidate)
     # a bid in doubt settled: its order learns the outcome; a new one wakes the resolver
     node.taker.resolved.connect(node.desk.doubt_resolved)
     node.taker.doubted.connect(node.wake_resolver)

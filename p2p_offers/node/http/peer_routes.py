@@ -67,7 +67,7 @@ def accept_bid(node: Node, body: s.BidIn) -> dict[str, Any]:
     response=s.PeerOffersPage,
 )
 def peer_offers(node: Node, query: s.PeerOffersQuery) -> Response:
-    page, cursor = node.index.open_page(query.cursor, query.limit)
+    page, cursor = node.syncer.page(query.cursor, query.limit)
     records = ",".join(held.rendered("record", _record_json) for held in page)
     body = f'{{"node":{json.dumps(node.client_id)},"next":{json.dumps(cursor)},'
     body += f'"records":[{records}]}}'

@@ -99,7 +99,10 @@ class Peers:
                 return self._nodes or []
         with self._lock:
             unknown = [a for a in dict.fromkeys(addresses) if a not in self._identities]
-        probed = zip(unknown, self._probe_pool.map(self.client.identify, unknown), strict=True)
+        # probed before taking the lock (map is lazy): nobody waits for a slow probe
+        probed = list(
+            zip(unknown, self._probe_pool.map(self.client.identify, unknown), strict=True)
+        )
         with self._lock:
             for address, client_id in probed:
                 if client_id is not None:

@@ -24,10 +24,11 @@ from typing import Any
 
 from p2p_offers.node import errors
 from p2p_offers.node.network.client import PeerClient
-from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.index import Held, OfferIndex
 from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import Peer, Peers
 from p2p_offers.node.network.transport import TransportError
+from p2p_offers.node.signals import Signal
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Syncer:
         self.last_records = 0
         self._lock = threading.Lock()
         self.refused = {"bad_cursor": 0, "page_cap": 0}  # pagings we cut short
+        self.starting: Signal[[]] = Signal("a peer started syncing from us")
 
     def sync_once(self) -> int:
         """Pull from every peer; returns how many records were received."""
@@ -146,6 +148,16 @@ class Syncer:
         log.warning("sync from %s cut short: %s", peer.address, reason)
         with self._lock:
             self.refused[reason] += 1
+
+    # -- serving others' syncs ----------------------------------------------------------
+
+    def page(self, cursor: str | None, limit: int) -> tuple[list[Held], str | None]:
+        """One page of our open book for a peer's sync; the first page of a run is news:
+        the node asking may have just started and be unknown to us (``starting``), so
+        announcements reach it from now on rather than after our next lookup."""
+        if cursor is None:
+            self.starting.emit()
+        return self.index.open_page(cursor, limit)
 
     def stats(self) -> dict[str, object]:
         with self._lock:
