@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask
@@ -113,3 +114,25 @@ class AppTransport:
 
     def close(self) -> None:
         pass
+
+
+class PlannedSweeper:
+    """Stands in for ``Sweeper`` in uncrossing tests: plans ``reserve`` sats on one maker,
+    then ``take`` runs ``during(on_fill)`` (which may fill, change the offer or raise) and
+    reports nothing more taken."""
+
+    def __init__(self, reserve: int, during: Callable[[Any], None]) -> None:
+        self.reserve, self.during = reserve, during
+
+    def usable(self, entry: object) -> bool:
+        return True
+
+    def plan(self, book: object, side: str, limit: int, amount: int, eligible: Any = None) -> Any:
+        return [(SimpleNamespace(id="x", owner="y", priority=0), self.reserve)]
+
+    def take(
+        self, side: str, limit: int, amount: int, eligible: Any = None, on_fill: Any = None,
+        on_doubt: Any = None,
+    ) -> tuple[list[Any], int]:  # fmt: skip
+        self.during(on_fill)
+        return [], amount

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fakes import MemoryDht
+from fakes import MemoryDht, PlannedSweeper
 from nacl.signing import SigningKey
 from node_helpers import wait_until
 
@@ -96,29 +96,19 @@ def test_update_and_cancel_of_filled_parent_refuse_and_name_live_record(tmp_path
 # -- 2. uncrossing gives back only what it did not sell, even when the sweep fails ----------------
 
 
-class _FailingSweeper:
-    """Plans ``reserve`` sats, fills ``sold`` of them, then fails (an owner's sqlite error...)."""
-
-    def __init__(self, reserve: int, sold: int) -> None:
-        self.reserve, self.sold = reserve, sold
-
-    def usable(self, entry) -> bool:
-        return True
-
-    def plan(self, book, side, limit, amount, eligible=None):
-        return [(SimpleNamespace(id="x", owner="y", priority=0), self.reserve)]
-
-    def take(self, side, limit, amount, eligible=None, on_fill=None, on_doubt=None):
-        if on_fill is not None:
-            on_fill(SimpleNamespace(amount=self.sold))
-        raise RuntimeError("boom after a fill")
+def _sell_then_fail(on_fill) -> None:
+    """An owner's sqlite error after one fill: 400 sold, then the sweep fails."""
+    on_fill(SimpleNamespace(amount=400))
+    raise RuntimeError("boom after a fill")
 
 
 def test_uncross_failure_after_a_fill_gives_back_only_the_unsold_part(tmp_path) -> None:
     node = make_node(tmp_path)
     own = node.maker.create("sell", 3_000_000, 1_000)
     entry = SimpleNamespace(id=own.id, side="sell", price=3_000_000, amount=1_000, priority=1)
-    uncrosser = Uncrosser(node.client_id, node.index, node.maker, _FailingSweeper(600, 400), None)  # type: ignore[arg-type]
+    uncrosser = Uncrosser(
+        node.client_id, node.index, node.maker, PlannedSweeper(600, _sell_then_fail), None
+    )  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         uncrosser.uncross(entry)
     # 600 reserved, 400 of them sold: 1000 - 400 remain on offer, never the sold 400 again

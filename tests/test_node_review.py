@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fakes import MemoryDht
+from fakes import MemoryDht, PlannedSweeper
 from nacl.signing import SigningKey
 from node_helpers import Clock
 
@@ -209,26 +209,9 @@ def test_a_gap_in_a_feed_is_a_gap_error_whatever_other_errors_say(tmp_path) -> N
 # -- uncrossing: only the reservation's own closing may post an amount anew --------------------
 
 
-class _Sweeper:
-    """Plans ``reserve`` sats, runs ``during`` while the bids are out, sells nothing."""
-
-    def __init__(self, reserve: int, during) -> None:
-        self.reserve, self.during = reserve, during
-
-    def usable(self, entry) -> bool:
-        return True
-
-    def plan(self, book, side, limit, amount, eligible=None):
-        return [(SimpleNamespace(id="x", owner="y", priority=0), self.reserve)]
-
-    def take(self, side, limit, amount, eligible=None, on_fill=None, on_doubt=None):
-        self.during()
-        return [], amount
-
-
 def _uncross(node: Node, offer, reserve: int, during) -> dict[str, int]:
     entry = SimpleNamespace(id=offer.id, side="sell", price=offer.offer.price, amount=1_000)
-    sweeper = _Sweeper(reserve, during)
+    sweeper = PlannedSweeper(reserve, lambda on_fill: during())
     uncrosser = Uncrosser(node.client_id, node.index, node.maker, sweeper, None)  # type: ignore[arg-type]
     uncrosser.uncross(entry)  # type: ignore[arg-type]
     return uncrosser.stats()
