@@ -34,7 +34,7 @@ from sortedcontainers import SortedList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2p_offers.matching import MatchingEngine, Trade
+from p2p_offers.book import MatchingEngine, Trade
 
 Op = tuple[Any, ...]  # ("L", id, owner, side, price, amount, priority) or ("C", id)
 

@@ -209,8 +209,8 @@ async def one_round(session: aiohttp.ClientSession, net, owners: list[str], args
         "ledger_converged_s": round(converged_s, 2),
         "every_trade_in_every_verified_ledger": in_every_ledger,
         "trades_held_per_node": held,
-        "taking_409s": sum(
-            n for h in health for k, n in h["taking"].items() if k.startswith("409")
+        "taking_refused": sum(
+            n for h in health for k, n in h["taking"].items() if k.startswith("refused_")
         ),
         "ledger_forks_or_gaps": sum(h["ledger"]["forks"] + h["ledger"]["gaps"] for h in health),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
-from functools import cache
 from typing import Any, ClassVar
 
 from nacl.signing import SigningKey
@@ -45,14 +44,22 @@ class _SignedDoc:
         verify_doc(getattr(self, self.signer_field), self.KIND, self.doc(), self.sig)
 
 
-@cache
+_WIRE_KEYS: dict[type, frozenset[str]] = {}
+_DOC_KEYS: dict[type, tuple[str, ...]] = {}
+
+
 def _wire_keys(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclass_fields(cls))
+    keys = _WIRE_KEYS.get(cls)
+    if keys is None:
+        keys = _WIRE_KEYS[cls] = frozenset(f.name for f in dataclass_fields(cls))
+    return keys
 
 
-@cache
 def _doc_keys(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclass_fields(cls) if f.name != "sig")
+    keys = _DOC_KEYS.get(cls)
+    if keys is None:
+        keys = _DOC_KEYS[cls] = tuple(f.name for f in dataclass_fields(cls) if f.name != "sig")
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +143,7 @@ def make_bid(
     now_ms: int,
     bid_id: str | None = None,
 ) -> Bid:
-    doc = {
+    doc: dict[str, Any] = {
         "bid_id": bid_id or fields.new_id(),
         "offer_id": offer_id,
         "offer_seq": offer_seq,
@@ -159,7 +166,7 @@ def make_receipt(
     fill_id: str | None = None,
 ) -> Receipt:
     """The maker's signed word that ``bid`` was filled on record ``offer_id`` at bid's terms."""
-    doc = {
+    doc: dict[str, Any] = {
         "fill_id": fill_id or fields.new_id(),
         "bid_id": bid.bid_id,
         "offer_id": offer_id,

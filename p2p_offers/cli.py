@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if args.command == "node":
-        from p2p_offers.node.app import serve
+        from p2p_offers.node.http.app import serve
 
         return serve(
             NodeConfig(

@@ -44,6 +44,10 @@ class LedgerError(ValueError):
     """An entry or a chain that must not be believed; the message says why."""
 
 
+class GapError(LedgerError):
+    """Entries that do not continue the feed at its next height (some are missing)."""
+
+
 class ForkError(LedgerError):
     """Two different signed entries at one height of one owner's feed.
 
@@ -216,7 +220,7 @@ class Feed:
             if added or height > self.height:
                 expected = self.height + len(added) + 1
                 if height != expected:
-                    raise LedgerError(f"expected height {expected}, got {height}")
+                    raise GapError(f"expected height {expected}, got {height}")
                 verify_entry(entry, added[-1] if added else self.head, self._verify_receipt)
                 added.append(entry)
                 hashes.append(entry_hash(entry))

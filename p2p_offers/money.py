@@ -13,6 +13,7 @@ MAX_AMOUNT_SATS = 21_000_000 * SATS_PER_BTC  # every bitcoin there will ever be
 
 # A decimal string as users write it: no exponents, no underscores, no signs but minus.
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+SPACES = " \t\n\r\f\v"  # what may surround a decimal string (ASCII only: the API says so)
 MAX_DIGITS = 30  # far beyond any field's maximum; longer input is refused before arithmetic
 
 
@@ -46,8 +47,10 @@ def _parse(value: object, places: int, maximum: int, unit: str) -> int:
         # a float from elsewhere is taken at its shortest repr, never its binary value.
         value = repr(value)
     if isinstance(value, str):
-        value = value.strip()
-        if len(value) > MAX_DIGITS or not _DECIMAL_TEXT.fullmatch(value):
+        if len(value) > MAX_DIGITS:  # spaces included: the API describes it as maxLength
+            raise MoneyError(f"at most {MAX_DIGITS} characters")
+        value = value.strip(SPACES)
+        if not _DECIMAL_TEXT.fullmatch(value):
             raise MoneyError(f"{value[:40]!r} is not a decimal number like 123.45")
     try:
         number = Decimal(value)

@@ -16,17 +16,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from p2p_offers import fields, records
+from p2p_offers.book import SIDES
 from p2p_offers.fields import DocError
 from p2p_offers.records import Record
 
 PAIR = "BTC/USD"
-SIDES = ("buy", "sell")
-OPEN, FILLED, CANCELLED = "open", "filled", "cancelled"
+
+
+class OfferStatus(StrEnum):
+    """An offer record's status: the one definition."""
+
+    OPEN = "open"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+
+
+OPEN, FILLED, CANCELLED = OfferStatus.OPEN, OfferStatus.FILLED, OfferStatus.CANCELLED
 STATUSES = (OPEN, FILLED, CANCELLED)
 FIRST_SEQ = 1
 
@@ -119,6 +130,10 @@ class Offer:
         if self.status != OPEN:
             raise TransitionError("offer_not_open", f"offer {self.id} is {self.status}")
 
+    def _require_live(self, now_ms: int) -> None:
+        if self.expires <= now_ms:
+            raise TransitionError("offer_expired", f"offer {self.id} has expired")
+
     # -- transitions (owner only; each result is the next seq) ----------------------------
 
     def update(self, now_ms: int, price: int | None = None, amount: int | None = None) -> Offer:
@@ -129,6 +144,7 @@ class Offer:
         again behind offers already there, as on any exchange.
         """
         self._require_open()
+        self._require_live(now_ms)
         new_price = self.price if price is None else price
         new_amount = self.amount if amount is None else amount
         _check_terms(new_price, new_amount)
@@ -145,8 +161,13 @@ class Offer:
         return replace(self, status=CANCELLED)
 
     def refresh(self, now_ms: int, ttl_ms: int) -> Offer:
-        """Extend the lifetime; owners do this at half-life so live offers never expire."""
+        """Extend the lifetime; owners do this at half-life so live offers never expire.
+
+        An offer that expired stays expired: peers dropped it, and reviving it
+        would trade on terms its owner let lapse.
+        """
         self._require_open()
+        self._require_live(now_ms)
         return replace(self, expires=max(self.expires, now_ms + ttl_ms))
 
     def fill_with(
@@ -182,7 +203,7 @@ def create(
 ) -> Offer:
     """A new open offer; its priority is its placement time."""
     if side not in SIDES:
-        raise TransitionError("invalid_side", f"side must be one of {SIDES}")
+        raise TransitionError("invalid_side", f"side must be one of {', '.join(SIDES)}")
     _check_terms(price, amount)
     if ttl_ms <= 0:
         raise TransitionError("invalid_ttl", "ttl must be positive")

@@ -45,7 +45,7 @@ def local_node(
     """
     link = Link(grape_url)
     config = NodeConfig(port=port, grape=grape_url, data_dir=tmp_path, api_token=token)
-    node = Node(config, clock=clock or Clock(), link=link)
+    node = Node(config, clock=clock or Clock(), dht=link)
     app = create_app(config, node)
     assert node_of(app) is node
     return app.test_client(), node, link

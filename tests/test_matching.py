@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p_offers.book import Book, Entry
-from p2p_offers.matching import MatchingEngine, Trade, plan
+from p2p_offers.book import Book, Entry, MatchingEngine, Trade, plan
 
 
 def entry_of(order: dict) -> Entry:

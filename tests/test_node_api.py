@@ -15,10 +15,13 @@ from node_helpers import Clock, announcement, foreign_offer, local_node, unreach
 
 from p2p_offers import bids, offers
 from p2p_offers.fields import new_id
-from p2p_offers.node import models
-from p2p_offers.node.peers import owner_service
-from p2p_offers.node.store import MAKER
+from p2p_offers.node.http import schemas as models
+from p2p_offers.node.http import views
+from p2p_offers.node.network.peers import owner_service
+from p2p_offers.node.storage.receipts import Role
 from p2p_offers.signing import public_hex
+
+MAKER = Role.MAKER
 
 OTHER = SigningKey(b"\x07" * 32)
 TAKER = SigningKey(b"\x08" * 32)
@@ -132,7 +135,7 @@ def test_create_rejects_bad_input_naming_fields(env, body: Any, fields: set[str]
     client = env[0]
     resp = client.post("/offers", json=body)
     assert resp.status_code == 400 and error_code(resp) == "invalid_input"
-    named = {d["field"] for d in resp.json["error"]["details"]}
+    named = {d["field"] for d in resp.json["error"]["details"]["fields"]}
     assert fields <= named or (fields == {"body"} and named), resp.json
 
 
@@ -183,6 +186,11 @@ def test_bearer_token_guards_control_endpoints(grape_url, tmp_path) -> None:
         assert client.delete(f"/offers/{offer['id']}", headers=good).status_code == 200
         assert client.get("/offers").status_code == 200  # reads stay open
         assert client.get("/health").status_code == 200
+        doc = client.get("/openapi.json").json  # with a token set, the document says so
+        post = doc["paths"]["/offers"]["post"]
+        assert post["security"] == [{"bearer": []}] and "401" in post["responses"]
+        assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert "security" not in doc["paths"]["/offers"]["get"]
     finally:
         node.stop()
 
@@ -191,7 +199,9 @@ def test_openapi_is_generated_from_the_models(env) -> None:
     doc = env[0].get("/openapi.json").json
     assert doc["openapi"].startswith("3.")
     post = doc["paths"]["/offers"]["post"]
-    assert set(post["responses"]) >= {"201", "400", "401"}
+    assert set(post["responses"]) >= {"201", "400", "413"}
+    assert "401" not in post["responses"] and "security" not in post  # no token set
+    assert "securitySchemes" not in doc["components"]
     schemas = doc["components"]["schemas"]
     assert {"CreateOffer", "OfferOut", "ReceiptOut", "ErrorOut"} <= set(schemas)
     assert "price_usd" in schemas["CreateOffer"]["properties"]
@@ -269,13 +279,13 @@ def test_expiry_drops_offers_from_the_book(env) -> None:
 
 def test_owner_refreshes_at_half_life(env) -> None:
     client, node, _, clock = env
-    offer = create(client, ttl_s=10)
-    clock.now += 4_000
-    assert node.service.refresh_due() == 0
+    offer = create(client, ttl_s=30)
+    clock.now += 14_000
+    assert node.maker.refresh_due() == 0
     clock.now += 1_000
-    assert node.service.refresh_due() == 1
+    assert node.maker.refresh_due() == 1
     again = client.get(f"/offers/{offer['id']}").json
-    assert again["seq"] == 2 and again["expires"] == clock.now + 10_000
+    assert again["seq"] == 2 and again["expires"] == clock.now + 30_000
 
 
 def test_peer_offers_pages_through_open_offers(env) -> None:
@@ -329,7 +339,7 @@ def test_owner_fills_partially_then_fully_with_remainder_chain(env) -> None:
     assert root["status"] == "filled" and root["fill"]["remainder"] == rem["id"]
     assert rem["status"] == "filled" and rem["fill"]["amount_btc"] == "0.00000700"
     assert rem["priority"] == root["priority"] and rem["parent"] == root["id"]
-    assert len(node.store.fills(MAKER)) == 2
+    assert len(node.receipts.all(MAKER)) == 2
 
 
 def test_owner_rejections(env) -> None:
@@ -341,7 +351,7 @@ def test_owner_rejections(env) -> None:
 
     too_much = post(peer_bid(node, offer, 1001))
     assert too_much.status_code == 409 and error_code(too_much) == "insufficient_amount"
-    assert too_much.json["error"]["details"]["available"] == 1000
+    assert too_much.json["error"]["details"]["available_btc"] == "0.00001000"  # API units
 
     wrong_price = post(peer_bid(node, offer, 1, price=2_900_000))
     assert wrong_price.status_code == 409 and error_code(wrong_price) == "stale_offer"
@@ -379,7 +389,7 @@ def test_owner_rejections(env) -> None:
     clock.now += 10**9
     expired = post(peer_bid(node, offer, 1, price=3_100_000, offer_seq=1))
     assert expired.status_code == 409 and error_code(expired) == "offer_expired"
-    assert len(node.store.fills(MAKER)) == 1
+    assert len(node.receipts.all(MAKER)) == 1
 
 
 def test_foreign_offers_cannot_be_changed_or_filled_here(env) -> None:
@@ -431,17 +441,17 @@ def test_taker_errors_without_reaching_an_owner(env) -> None:
     node.peers.forget_owner(public_hex(owner))
     resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})
     assert resp.status_code == 503 and error_code(resp) == "dht_unavailable"
-    assert node.store.fills() == []
+    assert node.receipts.all() == []
 
 
 def test_views_match_their_models(env) -> None:
     client, node, _, _ = env
     offer = create(client, amount_btc="0.00001000")
-    receipt = node.service.accept_bid(peer_bid(node, offer, 100))
-    models.ReceiptOut.model_validate(models.receipt_view(receipt))
+    receipt = node.maker.accept_bid(peer_bid(node, offer, 100))
+    models.ReceiptOut.model_validate(views.receipt_view(receipt))
     models.ReceiptWire.model_validate(receipt.to_wire())
     filled = node.index.get(offer["id"])
     assert filled is not None
-    models.OfferOut.model_validate(models.offer_view(filled.signed))
+    models.OfferOut.model_validate(views.offer_view(filled.signed))
     models.Health.model_validate(client.get("/health").json)
     models.PeersOut.model_validate(client.get("/peers").json)

@@ -19,9 +19,12 @@ from node_helpers import Net, data_dir_of, stored_fills, wait_until
 from p2p_offers.bids import make_bid
 from p2p_offers.cluster import free_ports
 from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.errors import BidInDoubt
+from p2p_offers.node.network.client import PeerTimeouts
 from p2p_offers.node.runtime import Node, now_ms
-from p2p_offers.node.store import TAKER
-from p2p_offers.node.taker import BidInDoubt
+from p2p_offers.node.storage.receipts import Role
+
+TAKER = Role.TAKER
 
 
 @pytest.fixture
@@ -57,7 +60,7 @@ def test_bids_in_doubt_are_resolved_once_the_owner_answers(net: Net, tmp_path) -
             now_ms=now_ms(),
         )
         assert net.call(owner, "DELETE", f"/offers/{gone['id']}").status_code == 200
-        node.taker.timeout_s = 0.5
+        node.peer_client.timeouts = PeerTimeouts(bid_s=0.5)
         pid = owner.popen.pid  # type: ignore[union-attr]
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -69,12 +72,12 @@ def test_bids_in_doubt_are_resolved_once_the_owner_answers(net: Net, tmp_path) -
                 never_sent.bid_id,
                 doubted.bid_id,
             }
-            assert node.store.fills(TAKER) == []
+            assert node.receipts.all(TAKER) == []
         finally:
             os.kill(pid, signal.SIGCONT)
 
         wait_until(lambda: node.taker.in_doubt() == [], 20, "the bids in doubt to be settled")
-        fills = node.store.fills(TAKER)
+        fills = node.receipts.all(TAKER)
         assert [f.bid.bid_id for f in fills] == [doubted.bid_id]  # recorded exactly once
         receipt = fills[0].receipt
         receipt.verify()
@@ -85,10 +88,10 @@ def test_bids_in_doubt_are_resolved_once_the_owner_answers(net: Net, tmp_path) -
         bids = node.health()["bids"]
         assert bids["in_doubt_open"] == 0
         assert bids["in_doubt_filled"] == 1 and bids["in_doubt_unfilled"] == 1
-        assert node.store.fill(never_sent.bid_id, TAKER) is None
+        assert node.receipts.get(never_sent.bid_id, TAKER) is None
         # later rounds change nothing: still one fill
         rounds = bids["resolve_rounds"]
         wait_until(lambda: node.taker.stats()["resolve_rounds"] > rounds + 1, 10, "more rounds")
-        assert len(node.store.fills(TAKER)) == 1
+        assert len(node.receipts.all(TAKER)) == 1
     finally:
         node.stop()

@@ -9,25 +9,29 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
+from fakes import MemoryDht, PlannedSweeper
 from nacl.signing import SigningKey
 from node_helpers import wait_until
 
 from p2p_offers import bids, offers
 from p2p_offers.cluster import free_ports
-from p2p_offers.link import GrapeError, Link
-from p2p_offers.node import feeds as feeds_module
-from p2p_offers.node import service as service_module
-from p2p_offers.node import taker as taker_module
+from p2p_offers.link import GrapeError
+from p2p_offers.node import errors
 from p2p_offers.node.config import MAX_OFFER_TTL_S, NodeConfig
-from p2p_offers.node.errors import ApiError
-from p2p_offers.node.feeds import sign_head
-from p2p_offers.node.intake import MAX_HASH_ONLY
-from p2p_offers.node.peers import Peer
-from p2p_offers.node.publisher import Publisher
+from p2p_offers.node.errors import DomainError
+from p2p_offers.node.http.status import status_of
+from p2p_offers.node.ledger import replicator as replicator_module
+from p2p_offers.node.ledger.head import sign_head
+from p2p_offers.node.network.client import OffersPage
+from p2p_offers.node.network.intake import MAX_HASH_ONLY
+from p2p_offers.node.network.peers import Peer
+from p2p_offers.node.network.publisher import Publisher
+from p2p_offers.node.network.sync import MAX_PAGES_PER_PEER, Syncer
+from p2p_offers.node.network.transport import MaybeDelivered
+from p2p_offers.node.offers import taker as taker_module
+from p2p_offers.node.offers.chains import Slot
 from p2p_offers.node.runtime import Node
-from p2p_offers.node.sync import MAX_PAGES_PER_PEER, Syncer
-from p2p_offers.node.uncross import Uncrosser
+from p2p_offers.node.trading.uncross import Uncrosser
 from p2p_offers.offers import FILLED, OPEN
 from p2p_offers.records import Record
 
@@ -43,11 +47,13 @@ class Clock:
         return self.now
 
 
-def make_node(tmp_path: Path, clock: Clock | None = None) -> Node:
-    """A node whose grape is unreachable; no thread is started, so nothing talks to it."""
+def make_node(
+    tmp_path: Path, clock: Clock | None = None, dht: MemoryDht | None = None, transport=None
+) -> Node:
+    """A node on an in-memory DHT; no thread is started."""
     url = f"http://127.0.0.1:{free_ports(1)[0]}"
     config = NodeConfig(port=4999, grape=url, data_dir=tmp_path)
-    return Node(config, clock=clock or Clock(), link=Link(url))
+    return Node(config, clock=clock or Clock(), dht=dht or MemoryDht(), transport=transport)
 
 
 def bid_for(node: Node, offer_id: str, amount: int, seq: int = 1) -> bids.Bid:
@@ -67,119 +73,132 @@ def bid_for(node: Node, offer_id: str, amount: int, seq: int = 1) -> bids.Bid:
 
 def test_update_and_cancel_of_filled_parent_refuse_and_name_live_record(tmp_path) -> None:
     node = make_node(tmp_path)
-    parent = node.service.create("sell", 3_000_000, 100_000_000)
-    receipt = node.service.accept_bid(bid_for(node, parent.id, 40_000_000))
+    parent = node.maker.create("sell", 3_000_000, 100_000_000)
+    receipt = node.maker.accept_bid(bid_for(node, parent.id, 40_000_000))
     rest_id = receipt.remainder
-    assert node.service.own(parent.id).offer.status == FILLED
+    assert node.maker.own(parent.id).offer.status == FILLED
     for act in (
-        lambda: node.service.update(parent.id, None, 100_000_000),
-        lambda: node.service.cancel(parent.id),
+        lambda: node.maker.update(parent.id, None, 100_000_000),
+        lambda: node.maker.cancel(parent.id),
     ):
-        with pytest.raises(ApiError) as exc:
+        with pytest.raises(DomainError) as exc:
             act()
-        assert exc.value.status == 409 and exc.value.code == "offer_not_open"
+        assert status_of(exc.value) == 409 and exc.value.code == "offer_not_open"
         assert exc.value.details == {"offer_id": rest_id}
-    rest = node.service.own(rest_id)
+    rest = node.maker.own(rest_id)
     assert rest.offer.status == OPEN and rest.offer.amount == 60_000_000 and rest.seq == 1
     # the live record itself can still be changed, and bids on the parent still reach it
-    assert node.service.update(rest_id, None, 50_000_000).offer.amount == 50_000_000
-    assert node.service.accept_bid(bid_for(node, parent.id, 1, seq=1)).offer_id == rest_id
+    assert node.maker.update(rest_id, None, 50_000_000).offer.amount == 50_000_000
+    assert node.maker.accept_bid(bid_for(node, parent.id, 1, seq=1)).offer_id == rest_id
     node.stop()
 
 
 # -- 2. uncrossing gives back only what it did not sell, even when the sweep fails ----------------
 
 
-class _FailingSweeper:
-    """Plans ``reserve`` sats, fills ``sold`` of them, then fails (an owner's sqlite error...)."""
-
-    def __init__(self, reserve: int, sold: int) -> None:
-        self.reserve, self.sold = reserve, sold
-
-    def usable(self, entry) -> bool:
-        return True
-
-    def plan(self, book, side, limit, amount, eligible=None):
-        return [(SimpleNamespace(id="x", owner="y", priority=0), self.reserve)]
-
-    def take(self, side, limit, amount, eligible=None, on_fill=None, on_doubt=None):
-        if on_fill is not None:
-            on_fill(SimpleNamespace(amount=self.sold))
-        raise RuntimeError("boom after a fill")
+def _sell_then_fail(on_fill) -> None:
+    """An owner's sqlite error after one fill: 400 sold, then the sweep fails."""
+    on_fill(SimpleNamespace(amount=400))
+    raise RuntimeError("boom after a fill")
 
 
 def test_uncross_failure_after_a_fill_gives_back_only_the_unsold_part(tmp_path) -> None:
     node = make_node(tmp_path)
-    own = node.service.create("sell", 3_000_000, 1_000)
+    own = node.maker.create("sell", 3_000_000, 1_000)
     entry = SimpleNamespace(id=own.id, side="sell", price=3_000_000, amount=1_000, priority=1)
-    uncrosser = Uncrosser(node.client_id, node.index, node.service, _FailingSweeper(600, 400), None)
+    uncrosser = Uncrosser(
+        node.client_id, node.index, node.maker, PlannedSweeper(600, _sell_then_fail), None
+    )  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         uncrosser.uncross(entry)
     # 600 reserved, 400 of them sold: 1000 - 400 remain on offer, never the sold 400 again
-    assert node.service.own(own.id).offer.amount == 600
+    assert node.maker.own(own.id).offer.amount == 600
     node.stop()
 
 
 # -- 3. a bid whose answer was lost is "in doubt": resent as is, never re-planned ---------------
 
 
-class _Reply:
-    def __init__(self, status: int, body: object) -> None:
-        self.status_code, self._body = status, body
-
-    def json(self) -> object:
-        return self._body
-
-
 class _LossyWire:
-    """Delivers each bid to ``owner`` but loses the first ``lose`` replies (read timeouts)."""
+    """A peer transport that delivers each bid to ``owner`` but loses the first ``lose``
+    replies (read timeouts: the bid may have been delivered)."""
 
     def __init__(self, owner: Node, lose: int) -> None:
         self.owner, self.lose, self.sent = owner, lose, []
 
-    def post(self, url, json, timeout):
-        self.sent.append(json)
+    def call(self, address, action, payload, timeout_s):
+        assert action == "bid", action
+        self.sent.append(payload)
         try:
-            answer = _Reply(201, self.owner.service.accept_bid(bids.Bid.from_wire(json)).to_wire())
-        except ApiError as exc:
-            answer = _Reply(exc.status, exc.body())
+            answer = self.owner.maker.accept_bid(bids.Bid.from_wire(payload)).to_wire()
+        except DomainError as exc:
+            answer = exc
         if len(self.sent) <= self.lose:
-            raise requests.ReadTimeout("reply lost")
+            raise MaybeDelivered("reply lost")
+        if isinstance(answer, DomainError):
+            raise errors.from_wire(answer.code, answer.message, answer.details)
         return answer
+
+    def close(self) -> None:
+        pass
 
 
 def _pair(tmp_path: Path, lose: int, monkeypatch) -> tuple[Node, Node, _LossyWire, object]:
     monkeypatch.setattr(taker_module, "IN_DOUBT_BACKOFF_S", 0.0)
-    owner, taker = make_node(tmp_path / "owner"), make_node(tmp_path / "taker")
-    offer = owner.service.create("sell", 3_000_000, 1_000)
-    taker.index.apply(offer)
+    owner = make_node(tmp_path / "owner")
     wire = _LossyWire(owner, lose)
-    taker.taker.session = wire  # type: ignore[assignment]
+    taker = make_node(tmp_path / "taker", transport=wire)
+    offer = owner.maker.create("sell", 3_000_000, 1_000)
+    taker.index.apply(offer)
     taker.taker.peers.owner = lambda maker: ["127.0.0.1:9"]  # type: ignore[method-assign]
     return owner, taker, wire, offer
 
 
-def test_bid_whose_replies_were_lost_is_resent_and_recorded(tmp_path, monkeypatch) -> None:
-    owner, taker, wire, offer = _pair(tmp_path, 2, monkeypatch)
+def test_bid_whose_reply_was_lost_is_resent_and_recorded(tmp_path, monkeypatch) -> None:
+    owner, taker, wire, offer = _pair(tmp_path, 1, monkeypatch)
     receipt = taker.taker.bid(offer.id, 400)  # the owner filled it on the first send
     assert receipt.amount == 400
-    assert len(wire.sent) == 3 and all(w == wire.sent[0] for w in wire.sent)  # the same bid
-    assert taker.store.fill(receipt.bid_id, "taker") is not None
+    assert len(wire.sent) == 2 and all(w == wire.sent[0] for w in wire.sent)  # the same bid
+    assert taker.receipts.get(receipt.bid_id, "taker") is not None
     assert taker.taker.in_doubt() == [] and taker.health()["bids"]["in_doubt_resolved"] == 1
     owner.stop()
     taker.stop()
 
 
+def test_a_bid_in_doubt_is_answered_at_once_and_resent_by_the_resolver(tmp_path, monkeypatch):
+    """The request thread never sleeps through a back-off: after the one immediate resend it
+    answers bid_in_doubt, and the resolver (its own thread) sends the same bid again."""
+    owner, taker, wire, offer = _pair(tmp_path, 2, monkeypatch)
+    monkeypatch.setattr(taker_module.time, "sleep", _no_sleep)
+    with pytest.raises(errors.BidInDoubt) as exc:
+        taker.taker.bid(offer.id, 400)
+    assert status_of(exc.value) == 502 and exc.value.details["amount_btc"] == "0.00000400"
+    assert len(wire.sent) == 2
+    assert [b.bid_id for b in taker.taker.in_doubt()] == [wire.sent[0]["bid_id"]]
+    assert taker.taker.due() == 0.0  # its first back-off resend is due (backoff 0 here)
+    assert taker.taker.resolve_in_doubt(only_due=True) == 1
+    assert len(wire.sent) == 3 and wire.sent[2] == wire.sent[0]  # the same signed bid
+    fill = taker.receipts.get(wire.sent[0]["bid_id"], "taker")
+    assert fill is not None and fill.receipt.amount == 400
+    assert taker.taker.in_doubt() == [] and taker.health()["bids"]["in_doubt_filled"] == 1
+    owner.stop()
+    taker.stop()
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"slept {seconds} s on the request thread")
+
+
 def test_order_never_replans_or_rests_an_amount_in_doubt(tmp_path, monkeypatch) -> None:
     owner, taker, wire, offer = _pair(tmp_path, 10**6, monkeypatch)  # every reply is lost
-    desk = taker.exchange.orders
+    desk = taker.desk
     desk.start()
     order = desk.submit("buy", 3_000_000, 1_500)
     assert order.done.is_set()
     # the owner did sell 1000 sats; the taker never heard, so they are in doubt, not unfilled
-    assert owner.service.own(offer.id).offer.status == FILLED
+    assert owner.maker.own(offer.id).offer.status == FILLED
     assert [b.amount for b in order.in_doubt] == [1_000] and order.fills == []
-    assert taker.service.own(order.offer_id).offer.amount == 500  # only the rest rests
+    assert taker.maker.own(order.offer_id).offer.amount == 500  # only the rest rests
     assert [b.bid_id for b in taker.taker.in_doubt()] == [order.in_doubt[0].bid_id]
     assert taker.health()["bids"]["in_doubt_open"] == 1
     assert len({json.dumps(w, sort_keys=True) for w in wire.sent}) == 1  # one bid, resent
@@ -192,14 +211,14 @@ def test_order_never_replans_or_rests_an_amount_in_doubt(tmp_path, monkeypatch) 
 
 def test_order_records_its_bid_in_doubt_once_the_resolver_settles_it(tmp_path, monkeypatch) -> None:
     owner, taker, wire, _ = _pair(tmp_path, 10**6, monkeypatch)  # every reply is lost
-    desk = taker.exchange.orders
+    desk = taker.desk
     desk.start()
     order = desk.submit("buy", 3_000_000, 1_500)
     assert order.done.is_set() and [b.amount for b in order.in_doubt] == [1_000]
     wire.lose = 0  # the owner's answers come through again
     assert taker.taker.resolve_in_doubt() == 1
     assert taker.taker.in_doubt() == []
-    fill = taker.store.fill(order.in_doubt[0].bid_id, "taker")
+    fill = taker.receipts.get(order.in_doubt[0].bid_id, "taker")
     assert fill is not None and fill.receipt.amount == 1_000
     done = wait_until(lambda: (o := desk.get(order.id)) and not o.in_doubt and o, 5, "the order")
     assert [r.fill_id for r in done.fills] == [fill.receipt.fill_id]
@@ -216,29 +235,29 @@ def test_order_records_its_bid_in_doubt_once_the_resolver_settles_it(tmp_path, m
 
 def test_settle_failure_outside_commit_answers_every_waiting_bid(tmp_path, monkeypatch) -> None:
     node = make_node(tmp_path)
-    offer = node.service.create("sell", 3_000_000, 1_000)
+    offer = node.maker.create("sell", 3_000_000, 1_000)
     first, second = bid_for(node, offer.id, 10), bid_for(node, offer.id, 20)
-    real_fill = node.store.fill
+    real_fill = node.receipts.get
 
     def broken_fill(bid_id, role):
         if bid_id == second.bid_id:
             raise sqlite3.OperationalError("disk I/O error")
         return real_fill(bid_id, role)
 
-    monkeypatch.setattr(node.store, "fill", broken_fill)
-    slots = [service_module._Slot(first), service_module._Slot(second)]
+    monkeypatch.setattr(node.receipts, "get", broken_fill)
+    slots = [Slot(first), Slot(second)]
     with pytest.raises(sqlite3.OperationalError):
-        node.service._settle(offer.id, slots)
+        node.maker._settler._settle(offer.id, slots)
     for slot in slots:  # each waiter gets an answer: the failure, never "filled", never a bug
         assert slot.done
         with pytest.raises(sqlite3.OperationalError):
             slot.outcome()
-    assert node.service.own(offer.id).offer.amount == 1_000  # nothing was committed
-    unsettled = service_module._Slot(first)
+    assert node.maker.own(offer.id).offer.amount == 1_000  # nothing was committed
+    unsettled = Slot(first)
     unsettled.done = True
-    with pytest.raises(ApiError) as exc:  # an explicit error, not an AssertionError
+    with pytest.raises(errors.Internal) as exc:  # an explicit error, not an AssertionError
         unsettled.outcome()
-    assert exc.value.status == 500
+    assert status_of(exc.value) == 500
     node.stop()
 
 
@@ -265,10 +284,10 @@ class _LostMajorityLink:
 
 def test_put_after_the_dht_lost_our_record_drops_cas_and_lands(tmp_path) -> None:
     node = make_node(tmp_path)
-    offer = node.service.create("sell", 3_000_000, 1_000)
-    newer = node.service.update(offer.id, None, 900)
+    offer = node.maker.create("sell", 3_000_000, 1_000)
+    newer = node.maker.update(offer.id, None, 900)
     link = _LostMajorityLink(offer.record)
-    publisher = Publisher(link, node.peers, node.session, lambda done: None)  # type: ignore[arg-type]
+    publisher = Publisher(link, node.peers, node.peer_client, lambda done: None)  # type: ignore[arg-type]
     publisher.published(offer.id, offer.seq)  # we put seq 1 before the grapes restarted
     assert publisher._put(newer)
     assert link.survivor.seq == newer.seq and link.puts[-1] is None
@@ -280,26 +299,26 @@ def test_put_after_the_dht_lost_our_record_drops_cas_and_lands(tmp_path) -> None
 
 def test_restart_leaves_expired_own_offers_expired(tmp_path) -> None:
     node = make_node(tmp_path)
-    offer = node.service.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
+    offer = node.maker.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
     node.stop()
     again = make_node(tmp_path, Clock(T0 + 3_600_000))  # an hour later
-    again.service.load()
-    assert again.service.open_count() == 0
-    assert again.service.refresh_due() == 0
-    assert again.service.own(offer.id).seq == 1  # not refreshed
-    with pytest.raises(ApiError) as exc:
-        again.service.accept_bid(bid_for(again, offer.id, 1))
-    assert exc.value.status == 409
+    again.maker.load()
+    assert again.maker.open_count() == 0
+    assert again.maker.refresh_due() == 0
+    assert again.maker.own(offer.id).seq == 1  # not refreshed
+    with pytest.raises(DomainError) as exc:
+        again.maker.accept_bid(bid_for(again, offer.id, 1))
+    assert status_of(exc.value) == 409
     again.stop()
 
 
 def test_expired_own_offer_is_not_refreshed_by_the_sweep(tmp_path) -> None:
     clock = Clock()
     node = make_node(tmp_path, clock)
-    offer = node.service.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
+    offer = node.maker.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
     clock.now += 1_000
-    assert node.service.refresh_due() == 0
-    assert node.service.open_count() == 0 and node.service.own(offer.id).seq == 1
+    assert node.maker.refresh_due() == 0
+    assert node.maker.open_count() == 0 and node.maker.own(offer.id).seq == 1
     node.stop()
 
 
@@ -353,15 +372,12 @@ class _EndlessPeer:
     def nodes(self) -> list[Peer]:
         return [Peer("127.0.0.1:9", "ab" * 32)]
 
-    def get(self, url, params, timeout):
+    def offers(self, address, cursor, limit):
         self.calls += 1
         if self.calls > 100_000:
             raise ValueError("runaway sync")  # only reached without the fix
-        cursor = f"{self.calls:012d}" if self.advancing else "same"
-        return SimpleNamespace(
-            raise_for_status=lambda: None,
-            json=lambda: {"records": [{"junk": self.calls}], "next": cursor},
-        )
+        nxt = f"{self.calls:012d}" if self.advancing else "same"
+        return OffersPage([{"junk": self.calls}], nxt)
 
 
 @pytest.mark.parametrize("advancing", [False, True])
@@ -390,7 +406,7 @@ def test_hash_only_batch_is_deduplicated_and_capped(tmp_path, monkeypatch) -> No
         gets.append(hash_)
         return None
 
-    monkeypatch.setattr(node.intake.link, "get_record", get_record)
+    monkeypatch.setattr(node.intake.dht, "get_record", get_record)
     hashes = [f"{i % 500:040x}" for i in range(1000)]  # 500 distinct, each twice
     outcomes = node.intake.receive_many(((h, None) for h in hashes), "announce")
     assert len(gets) == MAX_HASH_ONLY == len(set(gets))
@@ -404,9 +420,9 @@ def test_hash_only_batch_is_deduplicated_and_capped(tmp_path, monkeypatch) -> No
 
 
 def test_ledger_heads_from_fresh_keys_fill_a_bounded_queue(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(feeds_module, "MAX_WANTED", 50)
+    monkeypatch.setattr(replicator_module, "MAX_WANTED", 50)
     node = make_node(tmp_path)
-    replicator = node.exchange.feeds
+    replicator = node.replicator
     heads = [sign_head(SigningKey(i.to_bytes(32, "big")), 1, "00" * 32) for i in range(1, 121)]
     for head in heads:
         node.intake.receive(head.hash, head.record.to_json(), "announce")

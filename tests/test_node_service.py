@@ -10,9 +10,12 @@ from nacl.signing import SigningKey
 from node_helpers import Clock, local_node
 
 from p2p_offers import bids
-from p2p_offers.node.errors import ApiError
-from p2p_offers.node.store import MAKER
+from p2p_offers.node.errors import DomainError
+from p2p_offers.node.http.status import status_of
+from p2p_offers.node.storage.receipts import Role
 from p2p_offers.offers import FILLED, OPEN
+
+MAKER = Role.MAKER
 
 TAKERS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
 
@@ -26,7 +29,7 @@ def chain_of(node, root: str) -> list:
     """Own records from ``root`` along fill.remainder, newest versions."""
     out, offer_id = [], root
     while offer_id:
-        signed = node.service.own(offer_id)
+        signed = node.maker.own(offer_id)
         out.append(signed.offer)
         offer_id = signed.offer.fill.remainder if signed.offer.fill else None
     return out
@@ -34,7 +37,7 @@ def chain_of(node, root: str) -> list:
 
 def test_concurrent_bids_never_overfill_and_each_bid_fills_once(grape_url, tmp_path) -> None:
     _, node, _ = local_node(grape_url, tmp_path)
-    offers_ = [node.service.create("sell", 3_000_000, 5_000) for _ in range(3)]
+    offers_ = [node.maker.create("sell", 3_000_000, 5_000) for _ in range(3)]
     plan = [bid_for(node, offers_[i % 3].id, 37 + (i * 7) % 90, TAKERS[i % 4]) for i in range(600)]
     plan += plan[:50]  # retries of the same signed bids, racing their originals
     outcomes: dict[str, list] = {}
@@ -42,8 +45,8 @@ def test_concurrent_bids_never_overfill_and_each_bid_fills_once(grape_url, tmp_p
 
     def one(bid: bids.Bid) -> None:
         try:
-            result: object = node.service.accept_bid(bid)
-        except ApiError as exc:
+            result: object = node.maker.accept_bid(bid)
+        except DomainError as exc:
             result = exc.code
         with lock:
             outcomes.setdefault(bid.bid_id, []).append(result)
@@ -59,7 +62,7 @@ def test_concurrent_bids_never_overfill_and_each_bid_fills_once(grape_url, tmp_p
         assert not won or len(won) == len(results)
         if won:
             receipts[won[0].fill_id] = won[0]
-    assert {f.receipt.fill_id for f in node.store.fills(MAKER)} == set(receipts)
+    assert {f.receipt.fill_id for f in node.receipts.all(MAKER)} == set(receipts)
     for offer in offers_:
         chain = chain_of(node, offer.id)
         filled = sum(o.fill.amount for o in chain if o.fill)
@@ -72,8 +75,8 @@ def test_concurrent_bids_never_overfill_and_each_bid_fills_once(grape_url, tmp_p
 
 def test_a_bid_id_reused_on_two_chains_fills_only_once(grape_url, tmp_path) -> None:
     _, node, _ = local_node(grape_url, tmp_path)
-    a = node.service.create("sell", 3_000_000, 1_000)
-    b = node.service.create("sell", 3_000_000, 1_000)
+    a = node.maker.create("sell", 3_000_000, 1_000)
+    b = node.maker.create("sell", 3_000_000, 1_000)
     first = bid_for(node, a.id, 10)
     twin = bid_for(node, b.id, 10, bid_id=first.bid_id)
     barrier = threading.Barrier(2)
@@ -82,8 +85,8 @@ def test_a_bid_id_reused_on_two_chains_fills_only_once(grape_url, tmp_path) -> N
     def go(bid: bids.Bid) -> None:
         barrier.wait()
         try:
-            results.append(node.service.accept_bid(bid))
-        except ApiError as exc:
+            results.append(node.maker.accept_bid(bid))
+        except DomainError as exc:
             results.append(exc.code)
 
     threads = [threading.Thread(target=go, args=(x,)) for x in (first, twin)]
@@ -93,27 +96,27 @@ def test_a_bid_id_reused_on_two_chains_fills_only_once(grape_url, tmp_path) -> N
         t.join()
     assert sum(isinstance(r, bids.Receipt) for r in results) == 1
     assert "duplicate_bid" in results
-    assert len(node.store.fills(MAKER)) == 1
+    assert len(node.receipts.all(MAKER)) == 1
     node.stop()
 
 
 def test_restart_restores_heads_seqs_and_pending_publications(grape_url, tmp_path) -> None:
     clock = Clock()
     _, node, _link = local_node(grape_url, tmp_path, clock)
-    offer = node.service.create("sell", 3_000_000, 1_000)
-    receipt = node.service.accept_bid(bid_for(node, offer.id, 400))
-    node.store.close()
+    offer = node.maker.create("sell", 3_000_000, 1_000)
+    receipt = node.maker.accept_bid(bid_for(node, offer.id, 400))
+    node.db.close()
 
     _, again, link2 = local_node(grape_url, tmp_path, clock)
     assert again.client_id == node.client_id
-    again.service.load()
-    rest = again.service.own(receipt.remainder)
+    again.maker.load()
+    rest = again.maker.own(receipt.remainder)
     assert rest.offer.status == OPEN and rest.offer.amount == 600
-    assert again.service.own(offer.id).offer.status == FILLED
+    assert again.maker.own(offer.id).offer.status == FILLED
     # the remainder is managed again: bids on the root land on it, seqs continue
-    second = again.service.accept_bid(bid_for(again, offer.id, 600, TAKERS[1]))
+    second = again.maker.accept_bid(bid_for(again, offer.id, 600, TAKERS[1]))
     assert second.offer_id == rest.id and second.remainder is None
-    assert again.service.own(rest.id).seq == 2
+    assert again.maker.own(rest.id).seq == 2
     # nothing was published before the "crash", so everything is queued again
     assert again.publisher.pending() >= 2
     assert link2.get_record(offer.hash) is None and link2.get_record(rest.hash) is None
@@ -122,20 +125,20 @@ def test_restart_restores_heads_seqs_and_pending_publications(grape_url, tmp_pat
     assert link2.get_record(offer.hash) is not None
     stored = link2.get_record(rest.hash)
     assert stored is not None and stored.seq == 2
-    again.store.close()
+    again.db.close()
 
 
 def test_expired_own_offer_refuses_bids_and_stays_expired(grape_url, tmp_path) -> None:
     clock = Clock()
     _, node, _ = local_node(grape_url, tmp_path, clock)
-    offer = node.service.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
+    offer = node.maker.create("sell", 3_000_000, 1_000, ttl_ms=1_000)
     clock.now += 1_000
-    with pytest.raises(ApiError) as exc:
-        node.service.accept_bid(bid_for(node, offer.id, 1))
+    with pytest.raises(DomainError) as exc:
+        node.maker.accept_bid(bid_for(node, offer.id, 1))
     assert exc.value.code == "offer_expired"
-    assert node.service.refresh_due() == 0  # an expired offer is let go, not revived
-    with pytest.raises(ApiError) as exc:
-        node.service.accept_bid(bid_for(node, offer.id, 1))
-    assert exc.value.status == 409
-    assert node.service.own(offer.id).seq == 1
+    assert node.maker.refresh_due() == 0  # an expired offer is let go, not revived
+    with pytest.raises(DomainError) as exc:
+        node.maker.accept_bid(bid_for(node, offer.id, 1))
+    assert status_of(exc.value) == 409
+    assert node.maker.own(offer.id).seq == 1
     node.stop()

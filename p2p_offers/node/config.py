@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_OFFER_TTL_S = 7 * 86400  # the longest lifetime an owner may give an offer (and peers accept)
+# The shortest: every refresh (at half the lifetime) costs a DHT put and a push to every peer,
+# so an offer refreshed every few seconds would cost the network more than it is worth.
+MIN_OFFER_TTL_S = 30
 
 
 @dataclass(frozen=True)

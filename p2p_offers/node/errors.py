@@ -1,102 +1,253 @@
-"""API errors: one exception type carrying status, code and message, one JSON shape out.
+"""The node's domain errors: what went wrong, in the domain's words; the edges pick statuses.
 
-Everything the API answers with on failure is ``{"error": {"code", "message",
-"details"?}}``. Domain code raises ``ApiError`` with the status the spec fixes
-for the situation; Flask and pydantic errors are translated here, and anything
-else is a bug: it is logged with its traceback and answered with a JSON 500
-(never an HTML page, never a traceback to the client).
+Every error the node reports to a user or a peer is one of these: a snake_case
+``code`` (the class's), a ``message`` in the API's units ("bid for 5.00000000
+BTC, 0.30000000 left", never satoshis) and ``details``, always a JSON object
+or absent. Nothing here knows HTTP: the REST edge maps classes to statuses in
+one table (``http/status.py``); a Grenache RPC edge sends ``rpc_error(exc)``
+("ERR_<CODE>: message") and the same ``body()``.
+
+The classes group by meaning, and callers branch on those groups, never on
+numbers or message text: ``Refusal`` (the owner knows the offer and decided
+not to fill: a bid refused so was never filled), ``PeerFailure`` (another node
+did not give a usable answer), ``InvalidInput`` (the request itself is wrong).
+
+An error that crossed the wire comes back as the same class (``from_wire``),
+so a taker's node relays an owner's refusal as it was given.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from flask import Flask, Response, jsonify
-from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from p2p_offers.money import MoneyError, format_btc, format_usd, parse_btc
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from p2p_offers.bids import Bid
+
+_BY_CODE: dict[str, type[DomainError]] = {}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
+class DomainError(Exception):
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
         self.message = message
-        self.details = details
+        self.details: dict[str, Any] | None = dict(details) if details else None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    @classmethod
+    def from_details(cls, message: str, details: dict[str, Any] | None) -> DomainError:
+        return cls(message, details)
 
     def body(self) -> dict[str, Any]:
+        """``{"error": {"code", "message", "details"?}}``: the one shape every edge sends."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details is not None:
             error["details"] = self.details
         return {"error": error}
 
 
-def bad_request(code: str, message: str, details: Any = None) -> ApiError:
-    return ApiError(400, code, message, details)
+def from_wire(code: object, message: object, details: object) -> DomainError:
+    """An error another node sent, as the class its code names (``RemoteError`` if unknown)."""
+    text = str(message) if isinstance(message, str) else "no message"
+    extra = details if isinstance(details, dict) else None
+    cls = _BY_CODE.get(code) if isinstance(code, str) else None
+    if cls is None:
+        return RemoteError(str(code)[:64], text, extra)
+    return cls.from_details(text, extra)
 
 
-def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"unknown {what} {ident}")
+def rpc_error(exc: DomainError) -> str:
+    """The Grenache ``err`` string of an error: ``ERR_<CODE>: message``."""
+    return f"ERR_{exc.code.upper()}: {exc.message}"
 
 
-def not_owner(offer_id: str) -> ApiError:
-    return ApiError(403, "not_owner", f"offer {offer_id} belongs to another node")
+# -- the request is wrong ---------------------------------------------------------------------
 
 
-def conflict(code: str, message: str, details: Any = None) -> ApiError:
-    return ApiError(409, code, message, details)
+class InvalidInput(DomainError):
+    """Bad input: ``details = {"fields": [{"field", "message"}]}`` says which and why."""
+
+    code = "invalid_input"
+
+    @classmethod
+    def fields(cls, problems: list[tuple[str, str]]) -> InvalidInput:
+        names = ", ".join(field for field, _ in problems)
+        details = {"fields": [{"field": f, "message": m} for f, m in problems]}
+        return cls(f"invalid input: {names}", details)
 
 
-def owner_unreachable(message: str) -> ApiError:
-    return ApiError(502, "owner_unreachable", message)
+class InvalidJson(InvalidInput):
+    code = "invalid_json"
 
 
-def dht_unavailable(message: str) -> ApiError:
-    return ApiError(503, "dht_unavailable", message)
+class InvalidSignature(InvalidInput):
+    code = "invalid_signature"
 
 
-def from_validation(exc: ValidationError) -> ApiError:
-    """Pydantic's errors as ``details``: which field (dotted path) and why."""
-    details = [
-        {
-            "field": ".".join(str(p) for p in err["loc"]) or "body",
-            "message": err["msg"].removeprefix("Value error, "),
-        }
-        for err in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
-    fields = ", ".join(d["field"] for d in details)
-    return bad_request("invalid_input", f"invalid input: {fields}", details)
+class InvalidBid(InvalidInput):
+    code = "invalid_bid"
 
 
-def _respond(error: ApiError) -> tuple[Response, int]:
-    return jsonify(error.body()), error.status
+class InvalidTerms(InvalidInput):
+    code = "invalid_terms"
 
 
-def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return _respond(exc)
+class Unauthorized(DomainError):
+    code = "unauthorized"
 
-    @app.errorhandler(ValidationError)
-    def _validation(exc: ValidationError) -> tuple[Response, int]:
-        return _respond(from_validation(exc))
 
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> tuple[Response, int]:
-        status = exc.code or 500
-        codes = {
-            400: "invalid_json",
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "body_too_large",
-        }
-        code = codes.get(status, exc.name.lower().replace(" ", "_"))
-        return _respond(ApiError(status, code, exc.description or exc.name))
+class NotFound(DomainError):
+    code = "not_found"
 
-    @app.errorhandler(Exception)
-    def _bug(exc: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error")
-        return _respond(ApiError(500, "internal", "internal error; see the node's log"))
+
+class MethodNotAllowed(DomainError):
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        allowed = (details or {}).get("allowed")
+        self.allowed: list[str] = list(allowed) if isinstance(allowed, list) else []
+
+
+class BodyTooLarge(DomainError):
+    code = "body_too_large"
+
+
+class NotOwner(DomainError):
+    code = "not_owner"
+
+    @classmethod
+    def of(cls, offer_id: str) -> NotOwner:
+        return cls(f"offer {offer_id} belongs to another node", {"offer_id": offer_id})
+
+
+def unknown(what: str, ident: str) -> NotFound:
+    return NotFound(f"unknown {what} {ident}", {what: ident})
+
+
+# -- the state does not allow it (an owner's refusal of a bid is final) -----------------------
+
+
+class Refusal(DomainError):
+    """The state of an offer does not allow the request; a bid refused so was never filled."""
+
+    code = "conflict"
+
+
+class OfferNotOpen(Refusal):
+    code = "offer_not_open"
+
+
+class OfferTaken(Refusal):
+    code = "offer_taken"
+
+
+class OfferExpired(Refusal):
+    code = "offer_expired"
+
+
+class StaleOffer(Refusal):
+    code = "stale_offer"
+
+    @classmethod
+    def terms(cls, offer_id: str, seq: int, price: int) -> StaleOffer:
+        return cls(
+            "the offer's terms changed since the version bid on",
+            {"offer_id": offer_id, "seq": seq, "price_usd": format_usd(price)},
+        )
+
+
+class InsufficientAmount(Refusal):
+    """Less is left than was asked for; ``available`` (satoshis) is what is left."""
+
+    code = "insufficient_amount"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.available = _sats((details or {}).get("available_btc"))
+
+    @classmethod
+    def left(cls, offer_id: str, wanted: int, available: int) -> InsufficientAmount:
+        return cls(
+            f"bid for {format_btc(wanted)} BTC, {format_btc(available)} left",
+            {"offer_id": offer_id, "available_btc": format_btc(available)},
+        )
+
+
+class DuplicateBid(Refusal):
+    code = "duplicate_bid"
+
+
+class OwnOffer(Refusal):
+    code = "own_offer"
+
+
+# -- another node (or the DHT) did not answer usefully ----------------------------------------
+
+
+class PeerFailure(DomainError):
+    code = "peer_failure"
+
+
+class OwnerUnreachable(PeerFailure):
+    code = "owner_unreachable"
+
+
+class BadReceipt(PeerFailure):
+    code = "bad_receipt"
+
+
+class BidInDoubt(PeerFailure):
+    """The bid may have been filled: no answer came, and it is kept as in doubt."""
+
+    code = "bid_in_doubt"
+
+    def __init__(
+        self, message: str, details: Mapping[str, Any] | None = None, bid: Bid | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.bid = bid
+
+    @classmethod
+    def of(cls, bid: Bid) -> BidInDoubt:
+        return cls(
+            f"no answer from the owner of offer {bid.offer_id}; the bid may have been filled",
+            {"bid_id": bid.bid_id, "offer_id": bid.offer_id, "amount_btc": format_btc(bid.amount)},
+            bid,
+        )
+
+
+class RemoteError(PeerFailure):
+    """Another node answered with a code this node does not know."""
+
+    def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.remote_code = code
+
+
+class DhtUnavailable(DomainError):
+    code = "dht_unavailable"
+
+
+class Internal(DomainError):
+    """A bug: logged with its traceback where it happened, answered without one."""
+
+    code = "internal"
+
+
+def _sats(text: object) -> int | None:
+    try:
+        return parse_btc(text) if isinstance(text, str) else None
+    except MoneyError:
+        return None

@@ -1,9 +1,10 @@
-"""The composition root: one ``Node`` wires store, index, DHT link, peers and services.
+"""A node's life: its parts (built by ``wiring``), start, the background loops, health, stop.
 
 Building a ``Node`` opens its files and nothing else; ``start()`` brings it to
 life (load own offers, announce, publish, sync, sweep, settle bids in doubt) and
 ``stop()`` winds it down in the reverse order, flushing publications. Tests can
-therefore build an app around a node without any background thread running.
+therefore build an app around a node without any background thread running,
+and give it an in-memory DHT and peer transport (``tests/fakes.py``).
 """
 
 from __future__ import annotations
@@ -11,21 +12,37 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from p2p_offers.link import GrapeError, Link
+from nacl.signing import SigningKey
+
+from p2p_offers.link import GrapeError
+from p2p_offers.node import wiring
 from p2p_offers.node.config import NodeConfig
-from p2p_offers.node.exchange import Exchange
-from p2p_offers.node.index import OfferIndex
-from p2p_offers.node.intake import Intake
-from p2p_offers.node.peers import NODE_SERVICE, Peers, make_session, owner_service
-from p2p_offers.node.publisher import Publisher
-from p2p_offers.node.service import OfferService
-from p2p_offers.node.store import Store
-from p2p_offers.node.sync import Syncer
-from p2p_offers.node.taker import Taker
-from p2p_offers.signing import load_or_create_key, public_hex
+from p2p_offers.node.ledger.replicator import FeedReplicator
+from p2p_offers.node.ledger.store import LedgerStore
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.intake import Intake
+from p2p_offers.node.network.peers import NODE_SERVICE, Peers, owner_service
+from p2p_offers.node.network.publisher import Publisher
+from p2p_offers.node.network.sync import Syncer
+from p2p_offers.node.network.transport import PeerTransport
+from p2p_offers.node.offers.maker import OfferService
+from p2p_offers.node.offers.taker import Taker
+from p2p_offers.node.storage.database import Database
+from p2p_offers.node.storage.in_doubt import BidsInDoubt
+from p2p_offers.node.storage.ledger import LedgerRows
+from p2p_offers.node.storage.orders import Orders
+from p2p_offers.node.storage.own_offers import OwnOffers
+from p2p_offers.node.storage.receipts import Receipts
+from p2p_offers.node.storage.seen import Seen
+from p2p_offers.node.trading.desk import OrderDesk
+from p2p_offers.node.trading.sweeper import Sweeper
+from p2p_offers.node.trading.uncross import Uncrosser
 
 log = logging.getLogger(__name__)
 
@@ -38,42 +55,51 @@ def now_ms() -> int:
 
 
 class Node:
+    # identity
+    key: SigningKey
+    client_id: str
+    # storage
+    db: Database
+    own_offers: OwnOffers
+    receipts: Receipts
+    seen: Seen
+    in_doubt: BidsInDoubt
+    orders: Orders
+    ledger_rows: LedgerRows
+    # network
+    dht: Dht
+    peer_client: PeerClient
+    index: OfferIndex
+    intake: Intake
+    peers: Peers
+    publisher: Publisher
+    syncer: Syncer
+    # offers, ledger, trading
+    maker: OfferService
+    taker: Taker
+    ledger: LedgerStore
+    replicator: FeedReplicator
+    sweeper: Sweeper
+    desk: OrderDesk
+    uncrosser: Uncrosser
+
     def __init__(
-        self, config: NodeConfig, *, clock: Callable[[], int] = now_ms, link: Link | None = None
+        self,
+        config: NodeConfig,
+        *,
+        clock: Callable[[], int] = now_ms,
+        dht: Dht | None = None,
+        transport: PeerTransport | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.key = load_or_create_key(config.data_dir / "key")
-        self.client_id = public_hex(self.key)
-        self.store = Store(config.data_dir / "node.sqlite3")
-        self.link = link or Link(config.grape)
-        self.session = make_session()
-        self.index = OfferIndex(clock)
-        self.intake = Intake(self.index, self.link, self.client_id, clock)
-        self.peers = Peers(self.link, self.client_id, self.session)
-        self.publisher = Publisher(self.link, self.peers, self.session, self.store.mark_published)
-        self.service = OfferService(
-            self.key, self.store, self.index, self.publisher, clock, config.offer_ttl_s * 1000
-        )
-        self.taker = Taker(self.key, self.index, self.peers, self.session, self.store, clock)
-        self.syncer = Syncer(self.peers, self.session, self.intake, self.index)
-        self.exchange = Exchange(
-            config=config,
-            key=self.key,
-            store=self.store,
-            index=self.index,
-            intake=self.intake,
-            peers=self.peers,
-            publisher=self.publisher,
-            service=self.service,
-            taker=self.taker,
-            session=self.session,
-            clock=clock,
-        )
         self.synced = threading.Event()
+        self.edge_counts: Counter[str] = Counter()  # expected client failures at the HTTP edge
         self._stopping = threading.Event()
+        self._resolve_now = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+        wiring.build(self, dht, transport)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -81,13 +107,14 @@ class Node:
         if self._started:
             return
         self._started = True
-        now = self.clock()
-        for floor in self.store.load_seen(now):
+        for floor in self.seen.load(self.clock()):
             self.index.restore_floor(*floor)
-        self.service.load()
+        self.maker.load()
         self._announce()
         self.publisher.start()
-        self.exchange.start()
+        self.desk.start()
+        self.replicator.start(self.config.sync_interval_s)
+        self.uncrosser.start()
         self._spawn("sweeper", self._sweep_loop)
         self._spawn("sync", self._sync_loop)
         self._spawn("in-doubt", self._resolve_loop)
@@ -97,17 +124,21 @@ class Node:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self.link.stop_announcing()
+        self._resolve_now.set()
+        self.dht.stop_announcing()
         for thread in self._threads:
             thread.join(timeout=5)
         if self._started:
-            self.exchange.stop()
+            self.uncrosser.stop()
+            self.desk.stop()
+            self.replicator.stop()
             self.publisher.stop()
             self._flush_seen()
         self.peers.close()
         self.intake.close()
-        self.link.close()
-        self.store.close()
+        self.peer_client.close()
+        self.dht.close()
+        self.db.close()
         log.info("node %s stopped", self.client_id)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -121,10 +152,10 @@ class Node:
         interval = self.config.announce_interval_s
         for name in (NODE_SERVICE, owner_service(self.client_id)):
             try:
-                self.link.announce(name, port, host)
+                self.dht.announce(name, port, host)
             except GrapeError as exc:
                 log.warning("announce %s failed (will retry): %s", name, exc)
-            self.link.start_announcing(name, port, host, interval=interval)
+            self.dht.start_announcing(name, port, host, interval=interval)
 
     # -- background loops ------------------------------------------------------------------
 
@@ -134,7 +165,7 @@ class Node:
         while not self._stopping.wait(SWEEP_INTERVAL_S):
             try:
                 self.index.sweep()
-                self.service.refresh_due()
+                self.maker.refresh_due()
                 self.peers.maintain()
                 if time.monotonic() - last_flush >= SEEN_FLUSH_INTERVAL_S:
                     self._flush_seen()
@@ -145,7 +176,7 @@ class Node:
     def _flush_seen(self) -> None:
         foreign = [f for f in self.index.take_dirty() if f[1] != self.client_id]
         if foreign:
-            self.store.save_seen(foreign, self.clock())
+            self.seen.save(foreign, self.clock())
 
     def _sync_loop(self) -> None:
         while True:
@@ -157,29 +188,51 @@ class Node:
             if self._stopping.wait(self.config.sync_interval_s):
                 return
 
+    def wake_resolver(self) -> None:
+        """A bid just went in doubt: its first back-off resend is due soon."""
+        self._resolve_now.set()
+
     def _resolve_loop(self) -> None:
-        """Settle bids in doubt: at once (a restart finishes them), then periodically."""
-        while True:
+        """Settle bids in doubt: all at once (a restart finishes them), then each round,
+        and fresh ones on their back-off in between."""
+        interval = self.config.resolve_interval_s
+        next_round = 0.0
+        while not self._stopping.is_set():
             try:
-                self.taker.resolve_in_doubt(self._stopping)
+                if time.monotonic() >= next_round:
+                    self.taker.resolve_in_doubt(self._stopping)
+                    next_round = time.monotonic() + interval
+                else:
+                    self.taker.resolve_in_doubt(self._stopping, only_due=True)
             except Exception:
                 log.exception("resolving bids in doubt failed")
-            if self._stopping.wait(self.config.resolve_interval_s):
-                return
+            due = self.taker.due()
+            wait = next_round - time.monotonic()
+            self._resolve_now.wait(max(0.0, min(wait, due) if due is not None else wait))
+            self._resolve_now.clear()
 
     # -- reporting -----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        feeds = self.ledger.states()
         return {
             "status": "ok",
             "client_id": self.client_id,
             "port": self.config.port,
             "synced": self.synced.is_set(),
-            "offers": {**self.index.counts(), "own_open": self.service.open_count()},
+            "offers": {**self.index.counts(), "own_open": self.maker.open_count()},
             "peers": self.peers.known_count(),
             "announcements": self.intake.counters(),
             "publisher": {"pending": self.publisher.pending(), **self.publisher.stats},
             "sync": self.syncer.stats(),
             "bids": self.taker.stats(),
-            **self.exchange.health(),
+            "orders": self.desk.stats(),
+            "taking": self.sweeper.stats(),
+            "uncross": self.uncrosser.stats(),
+            "ledger": {
+                "feeds": len(feeds),
+                "entries": sum(f.height for f in feeds),
+                **self.replicator.stats(),
+            },
+            "http": {"client_failures": sum(self.edge_counts.values()), **self.edge_counts},
         }

@@ -1,0 +1,131 @@
+"""The user's REST endpoints for the node and offers (SPEC §7). Handlers: parse, call, render."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from flask import Response
+
+from p2p_offers.node import errors
+from p2p_offers.node.http import schemas as s
+from p2p_offers.node.http.registry import Api
+from p2p_offers.node.http.views import level_view, offer_view, receipt_view, version_view
+from p2p_offers.node.network.index import Version
+from p2p_offers.offers import SignedOffer
+
+if TYPE_CHECKING:
+    from p2p_offers.node.runtime import Node
+
+public = Api("public")
+
+
+@public.route("GET", "/health", summary="Liveness, identity and counters", response=s.Health)
+def health(node: Node) -> dict[str, Any]:
+    return node.health()
+
+
+@public.route("GET", "/peers", summary="Other nodes found in the DHT", response=s.PeersOut)
+def peers(node: Node) -> dict[str, Any]:
+    return {"peers": [{"address": p.address, "client_id": p.client_id} for p in node.peers.nodes()]}
+
+
+@public.route(
+    "GET",
+    "/offers",
+    summary="Every offer this node knows (the network's book as it sees it)",
+    query=s.OffersQuery,
+    response=s.OfferList,
+)
+def list_offers(node: Node, query: s.OffersQuery) -> Response:
+    found = node.index.select(query.side, query.status, query.owner, query.limit)
+    items = ",".join(held.rendered("rest", _offer_json) for held in found)
+    return Response(f'{{"offers":[{items}]}}', mimetype="application/json")
+
+
+def _offer_json(signed: SignedOffer) -> str:
+    return json.dumps(offer_view(signed), separators=(",", ":"))
+
+
+@public.route(
+    "GET",
+    "/offers/<offer_id>",
+    summary="One offer with the versions this node has seen (at most the last 64)",
+    response=s.OfferDetail,
+    raises=(errors.NotFound,),
+)
+def get_offer(node: Node, offer_id: str) -> dict[str, Any]:
+    own = node.maker.history(offer_id)
+    if own:
+        latest, history = own[-1], [version_view(Version.of(v)) for v in own]
+    else:
+        held = node.index.get(offer_id)
+        if held is None:
+            raise errors.unknown("offer", offer_id)
+        latest, history = held.signed, [version_view(v) for v in held.history]
+    return {**offer_view(latest), "history": history}
+
+
+@public.route(
+    "POST",
+    "/offers",
+    summary="Place an offer",
+    body=s.CreateOffer,
+    response=s.OfferOut,
+    status=201,
+    auth=True,
+)
+def create_offer(node: Node, body: s.CreateOffer) -> dict[str, Any]:
+    ttl_ms = body.ttl_s * 1000 if body.ttl_s else None
+    return offer_view(node.maker.create(body.side, body.price_usd, body.amount_btc, ttl_ms))
+
+
+@public.route(
+    "PATCH",
+    "/offers/<offer_id>",
+    summary="Change price and/or amount of the open record named; a record closed by a "
+    "partial fill answers 409 offer_not_open with its live remainder's id",
+    body=s.UpdateOffer,
+    response=s.OfferOut,
+    raises=(errors.NotOwner, errors.NotFound, errors.Refusal, errors.InvalidTerms),
+    auth=True,
+)
+def update_offer(node: Node, offer_id: str, body: s.UpdateOffer) -> dict[str, Any]:
+    return offer_view(node.maker.update(offer_id, body.price_usd, body.amount_btc))
+
+
+@public.route(
+    "DELETE",
+    "/offers/<offer_id>",
+    summary="Cancel the open record named; a record closed by a partial fill answers "
+    "409 offer_not_open with its live remainder's id",
+    response=s.OfferOut,
+    raises=(errors.NotOwner, errors.NotFound, errors.Refusal),
+    auth=True,
+)
+def cancel_offer(node: Node, offer_id: str) -> dict[str, Any]:
+    return offer_view(node.maker.cancel(offer_id))
+
+
+@public.route(
+    "POST",
+    "/offers/<offer_id>/bids",
+    summary="Bid on another node's offer; the reply is the owner's signed receipt",
+    body=s.PlaceBid,
+    response=s.ReceiptOut,
+    status=201,
+    raises=(errors.NotFound, errors.Refusal, errors.PeerFailure, errors.DhtUnavailable),
+    auth=True,
+)
+def place_bid(node: Node, offer_id: str, body: s.PlaceBid) -> dict[str, Any]:
+    return receipt_view(node.taker.bid(offer_id, body.amount_btc))
+
+
+@public.route(
+    "GET", "/book", summary="Depth per price level", query=s.BookQuery, response=s.BookOut
+)
+def book(node: Node, query: s.BookQuery) -> dict[str, Any]:
+    return {
+        "bids": [level_view(lv) for lv in node.index.depth("buy", query.levels)],
+        "asks": [level_view(lv) for lv in node.index.depth("sell", query.levels)],
+    }

@@ -1,0 +1,107 @@
+"""What nodes call on each other: announcements, bids, sync pages, ledger feeds."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from flask import Response
+
+from p2p_offers.bids import Bid
+from p2p_offers.fields import DocError
+from p2p_offers.node import errors
+from p2p_offers.node.http import exchange_schemas as x
+from p2p_offers.node.http import schemas as s
+from p2p_offers.node.http.registry import Api
+from p2p_offers.node.network.outcomes import Outcome
+from p2p_offers.offers import SignedOffer
+
+if TYPE_CHECKING:
+    from p2p_offers.node.runtime import Node
+
+peer = Api("peer")
+
+
+def _count_malformed(node: Node) -> None:
+    node.intake.count("announce", Outcome.MALFORMED)
+
+
+@peer.route(
+    "POST",
+    "/peer/announce",
+    summary="A hint that records changed; each is verified before it is believed",
+    body=s.AnnounceBody,
+    response=s.AnnounceResult,
+    on_invalid=_count_malformed,
+)
+def announce(node: Node, body: s.AnnounceBody) -> dict[str, Any]:
+    items = body.items()
+    if len(items) == 1:  # the common case; skip the verifier thread's hand-off
+        return {"outcomes": {node.intake.receive(items[0].hash, items[0].record, "announce"): 1}}
+    outcomes = node.intake.receive_many(((i.hash, i.record) for i in items), "announce")
+    return {"outcomes": dict(outcomes)}
+
+
+@peer.route(
+    "POST",
+    "/peer/bids",
+    summary="A signed bid on one of this node's offers; the reply is a signed receipt",
+    body=s.BidIn,
+    response=s.ReceiptWire,
+    status=201,
+    raises=(errors.NotOwner, errors.NotFound, errors.Refusal, errors.InvalidInput),
+)
+def accept_bid(node: Node, body: s.BidIn) -> dict[str, Any]:
+    try:
+        bid = Bid.from_wire(body.model_dump())
+    except DocError as exc:
+        raise errors.InvalidBid(str(exc)) from None
+    return node.maker.accept_bid(bid).to_wire()
+
+
+@peer.route(
+    "GET",
+    "/peer/offers",
+    summary="Signed records of every open offer this node holds, paged by id",
+    query=s.PeerOffersQuery,
+    response=s.PeerOffersPage,
+)
+def peer_offers(node: Node, query: s.PeerOffersQuery) -> Response:
+    page, cursor = node.syncer.page(query.cursor, query.limit)
+    records = ",".join(held.rendered("record", _record_json) for held in page)
+    body = f'{{"node":{json.dumps(node.client_id)},"next":{json.dumps(cursor)},'
+    body += f'"records":[{records}]}}'
+    return Response(body, mimetype="application/json")
+
+
+def _record_json(signed: SignedOffer) -> str:
+    return json.dumps(signed.record.to_json(), separators=(",", ":"))
+
+
+@peer.route(
+    "GET",
+    "/peer/ledger",
+    summary="The feeds this node holds: owner, height and head hash of each",
+    response=x.PeerFeeds,
+)
+def peer_feeds(node: Node) -> dict[str, Any]:
+    return {
+        "node": node.client_id,
+        "feeds": [
+            {"owner": f.owner, "height": f.height, "head": f.head} for f in node.ledger.states()
+        ],
+    }
+
+
+@peer.route(
+    "GET",
+    "/peer/ledger/<owner>",
+    summary="Signed entries of one feed from a height on, for peers catching up",
+    query=x.PeerLedgerQuery,
+    response=x.PeerLedgerPage,
+)
+def peer_ledger(node: Node, owner: str, query: x.PeerLedgerQuery) -> Response:
+    entries = ",".join(node.ledger.raw_entries(owner, query.start, query.limit))
+    height = node.ledger.state(owner).height
+    body = f'{{"owner":{json.dumps(owner)},"height":{height},"entries":[{entries}]}}'
+    return Response(body, mimetype="application/json")

@@ -1,0 +1,142 @@
+"""A small route registry: each endpoint declares its models and its errors once.
+
+``Api.route`` registers a Flask view that checks the bearer token, parses the
+JSON body (any body the parser cannot take is ``InvalidJson``, a 400, never a
+500), validates it and the query string with the declared pydantic models,
+calls the handler with the node and the parsed models, and renders the result
+as JSON with the declared status. The same declaration feeds ``openapi``, so
+the published document cannot disagree with what the code accepts and answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel, ValidationError
+
+from p2p_offers.node import errors
+
+if TYPE_CHECKING:
+    from p2p_offers.node.runtime import Node
+
+EXTENSION = "p2p_offers"  # app.extensions key of the running node
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    raises: tuple[type[errors.DomainError], ...]
+    auth: bool
+    on_invalid: Callable[[Node], None] | None
+    accepted: bool  # may answer 202 (work still queued) instead of ``status``
+
+
+class Api:
+    def __init__(self, name: str) -> None:
+        self.blueprint = Blueprint(name, __name__)
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        raises: tuple[type[errors.DomainError], ...] = (),
+        auth: bool = False,
+        on_invalid: Callable[[Node], None] | None = None,
+        accepted: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            op = Operation(
+                method,
+                path,
+                summary,
+                handler,
+                body,
+                query,
+                response,
+                status,
+                raises,
+                auth,
+                on_invalid,
+                accepted,
+            )
+            self.operations.append(op)
+            self.blueprint.add_url_rule(path, handler.__name__, _view(op), methods=[method])
+            return handler
+
+        return register
+
+
+def current_node() -> Node:
+    node: Node = current_app.extensions[EXTENSION]
+    return node
+
+
+def read_json() -> Any:
+    """The request body as JSON: numbers with a fraction as ``Decimal``, no NaN, bounded depth."""
+    data = request.get_data(cache=True)
+    try:
+        return json.loads(data, parse_float=Decimal, parse_constant=_no_constant)
+    except RecursionError:
+        raise errors.InvalidJson(
+            "the body is not JSON this node takes: it nests too deep"
+        ) from None
+    except ValueError as exc:  # also bad UTF-8, and integers too long to convert
+        raise errors.InvalidJson(f"the body is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _view(op: Operation) -> Callable[..., Any]:
+    def view(**path_args: str) -> Any:
+        node = current_node()
+        if op.auth:
+            _check_token(node.config.api_token)
+        kwargs: dict[str, Any] = dict(path_args)
+        try:
+            if op.query is not None:
+                kwargs["query"] = op.query.model_validate(request.args.to_dict())
+            if op.body is not None:
+                kwargs["body"] = op.body.model_validate(read_json())
+        except (ValidationError, errors.InvalidJson):
+            if op.on_invalid is not None:
+                op.on_invalid(node)
+            raise
+        result = op.handler(node, **kwargs)
+        if isinstance(result, Response):
+            return result
+        return current_app.json.response(result), op.status
+
+    return view
+
+
+def _check_token(token: str | None) -> None:
+    if not token:
+        return
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+        raise errors.Unauthorized("a valid bearer token is required")

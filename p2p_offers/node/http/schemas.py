@@ -1,0 +1,331 @@
+"""The REST API's shapes (SPEC §7): pydantic models for what comes in and what goes out.
+
+Request models validate every input and name the offending fields; response
+models document the replies (the OpenAPI document is generated from both).
+Replies are built by the ``*_view`` functions below rather than through the
+models, because the node serves thousands of offers per page; a test checks
+that every view validates against its model, so the two cannot drift.
+
+Money crosses the edge as decimal strings (or JSON numbers, which the app
+parses as ``Decimal``, never ``float``) and is converted to integer cents and
+satoshis here, exactly, once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    model_validator,
+)
+
+from p2p_offers import money
+from p2p_offers.bids import MAX_SEQ
+from p2p_offers.book import Side
+from p2p_offers.fields import MAX_MS
+from p2p_offers.node.config import MAX_OFFER_TTL_S, MIN_OFFER_TTL_S
+from p2p_offers.offers import OfferStatus
+
+Status = OfferStatus
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+Id = Annotated[str, Field(pattern=UUID4, description="a uuid4")]
+Sig = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
+
+
+def money_schema(unit: str, places: int, maximum: int) -> dict[str, Any]:
+    """Exactly what ``money.parse_*`` takes: a decimal string or a JSON number, > 0, at
+    most ``places`` decimals (trailing zeros aside), at most ``maximum`` units."""
+    top = str(maximum // 10**places)  # the largest whole part, allowed with a zero fraction
+    fraction = rf"(?:\.[0-9]{{1,{places}}}0*)?"
+    nonzero_fraction = "|".join(f"0{{{i}}}[1-9][0-9]{{0,{places - 1 - i}}}" for i in range(places))
+    number = rf"0*(?:{_below(top)}){fraction}|0*{top}(?:\.0+)?|0+\.(?:{nonzero_fraction})0*"
+    # surrounding ASCII spaces are allowed (and count towards maxLength, as in the code)
+    spaces = r"[ \t\n\r\f\v]*"
+    string = rf"^{spaces}(?:{number}){spaces}$"
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": string, "maxLength": money.MAX_DIGITS},
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": maximum // 10**places,
+                "multipleOf": 10**-places,
+            },
+        ],
+        "description": f"{unit}: a decimal string or number, > 0, at most {places} decimals",
+    }
+
+
+def _below(top: str) -> str:
+    """A regex of the positive integers below ``top`` (decimal digits, no leading zero)."""
+    shorter = [f"[1-9][0-9]{{0,{len(top) - 2}}}"] if len(top) > 1 else []
+    same = []
+    for i, digit in enumerate(top):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = len(top) - i - 1
+            same.append(f"{top[:i]}[{low}-{int(digit) - 1}][0-9]{{{rest}}}")
+    return "|".join(shorter + same) or "(?!)"
+
+
+PriceUsd: TypeAlias = Annotated[
+    int,
+    BeforeValidator(money.parse_usd),
+    WithJsonSchema(money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS)),
+]
+AmountBtc: TypeAlias = Annotated[
+    int,
+    BeforeValidator(money.parse_btc),
+    WithJsonSchema(money_schema("BTC", 8, money.MAX_AMOUNT_SATS)),
+]
+UsdString = Annotated[str, Field(pattern=r"^\d+\.\d{2}$", examples=["30000.00"])]
+BtcString = Annotated[str, Field(pattern=r"^\d+\.\d{8}$", examples=["0.50000000"])]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class CreateOffer(Strict):
+    side: Side
+    price_usd: PriceUsd
+    amount_btc: AmountBtc
+    ttl_s: int | None = Field(
+        None,
+        ge=MIN_OFFER_TTL_S,
+        le=MAX_OFFER_TTL_S,
+        description=f"seconds between refreshes while the node runs ({MIN_OFFER_TTL_S} to "
+        f"{MAX_OFFER_TTL_S}); the offer expires that long after the node stops refreshing it",
+    )
+
+
+def _given(parse: Any) -> Any:
+    """``parse``, refusing an explicit null: a field one may leave out, not set to null."""
+
+    def check(value: object) -> int:
+        if value is None:
+            raise ValueError("leave the field out instead of sending null")
+        result: int = parse(value)
+        return result
+
+    return check
+
+
+class UpdateOffer(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    price_usd: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_usd)),
+        WithJsonSchema(money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS)),
+    ] = None
+    amount_btc: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_btc)),
+        WithJsonSchema(money_schema("BTC", 8, money.MAX_AMOUNT_SATS)),
+    ] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateOffer:
+        if self.price_usd is None and self.amount_btc is None:
+            raise ValueError("give price_usd, amount_btc or both")
+        return self
+
+
+class PlaceBid(Strict):
+    amount_btc: AmountBtc
+
+
+class OffersQuery(Strict):
+    side: Side | None = None
+    status: Status | None = None
+    owner: Hex64 | None = None
+    limit: int | None = Field(None, ge=1, le=100_000)
+
+
+class BookQuery(Strict):
+    levels: int | None = Field(None, ge=1, le=10_000)
+
+
+class PeerOffersQuery(Strict):
+    cursor: Id | None = None
+    limit: int = Field(500, ge=1, le=5_000)
+
+
+class RecordIn(BaseModel):
+    """A BEP44 record in Grenache's JSON shape; checked in full by the node, not here."""
+
+    model_config = ConfigDict(extra="allow")
+    v: str
+    k: str
+    sig: str
+    seq: int
+    salt: str
+
+
+class Announcement(Strict):
+    """One hint: a record's address and, usually, the record (else it is read from the DHT).
+
+    The record is verified in full by the intake (signature, address, document);
+    one that is not a record is counted ``malformed`` there, never refused here.
+    """
+
+    hash: str = Field(description="sha1(k ‖ salt) in hex; anything else is counted malformed")
+    record: dict[str, Any] | None = Field(None, description="the record; else read from the DHT")
+
+
+class AnnounceBatch(Strict):
+    announcements: list[Announcement] = Field(max_length=1000)
+
+
+class AnnounceBody(RootModel[Announcement | AnnounceBatch]):
+    """``{"hash", "record"?}`` as the spec says, or a batch ``{"announcements": [...]}``."""
+
+    def items(self) -> list[Announcement]:
+        if isinstance(self.root, AnnounceBatch):
+            return self.root.announcements
+        return [self.root]
+
+
+class BidIn(Strict):
+    """A signed bid (``p2p_offers.bids.Bid``): exactly the ranges ``Bid.from_wire`` takes."""
+
+    bid_id: Id
+    offer_id: Id
+    offer_seq: int = Field(ge=0, le=MAX_SEQ)
+    maker: Hex64
+    amount: int = Field(ge=1, le=money.MAX_AMOUNT_SATS, description="satoshis")
+    price: int = Field(ge=1, le=money.MAX_PRICE_CENTS, description="cents per BTC")
+    taker: Hex64
+    ts: int = Field(ge=0, le=MAX_MS, description="ms")
+    sig: Sig
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+class FillOut(BaseModel):
+    bid_id: str
+    amount_btc: BtcString
+    taker: str
+    remainder: str | None
+
+
+class OfferOut(BaseModel):
+    id: str
+    owner: str
+    side: Side
+    price_usd: UsdString
+    amount_btc: BtcString
+    status: Status
+    parent: str | None
+    priority: int
+    created: int
+    expires: int
+    seq: int
+    fill: FillOut | None
+
+
+class VersionOut(BaseModel):
+    seq: int
+    status: Status
+    price_usd: UsdString
+    amount_btc: BtcString
+    expires: int
+
+
+class OfferDetail(OfferOut):
+    history: list[VersionOut]
+
+
+class OfferList(BaseModel):
+    offers: list[OfferOut]
+
+
+class ReceiptOut(BaseModel):
+    fill_id: str
+    bid_id: str
+    offer_id: str
+    amount_btc: BtcString
+    price_usd: UsdString
+    maker: str
+    taker: str
+    remainder: str | None
+    ts: int
+    sig: str
+
+
+class ReceiptWire(BaseModel):
+    """The receipt as signed (integers), as ``POST /peer/bids`` returns it."""
+
+    fill_id: str
+    bid_id: str
+    offer_id: str
+    amount: int
+    price: int
+    maker: str
+    taker: str
+    remainder: str | None
+    ts: int
+    sig: str
+
+
+class Level(BaseModel):
+    price_usd: UsdString
+    amount_btc: BtcString
+    count: int
+
+
+class BookOut(BaseModel):
+    bids: list[Level] = Field(description="buy offers, highest price first")
+    asks: list[Level] = Field(description="sell offers, lowest price first")
+
+
+class PeerOut(BaseModel):
+    address: str
+    client_id: str
+
+
+class PeersOut(BaseModel):
+    peers: list[PeerOut]
+
+
+class PeerOffersPage(BaseModel):
+    node: str = Field(description="the serving node's client_id")
+    records: list[RecordIn]
+    next: str | None = Field(description="cursor for the next page, null on the last")
+
+
+class AnnounceResult(BaseModel):
+    outcomes: dict[str, int]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok"]
+    client_id: str
+    synced: bool
+    offers: dict[str, int]
+    peers: int
+    announcements: dict[str, dict[str, int]]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="snake_case; see docs/errors.md")
+    message: str = Field(description="what went wrong, amounts in BTC and USD")
+    details: dict[str, Any] | None = Field(
+        None, description="always an object when present; its keys depend on the code"
+    )
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,100 @@
+"""``PeerClient``: every call this node makes to another node, with its timeouts in one place.
+
+Callers get typed results or one of the transport's errors (``NotDelivered``,
+``MaybeDelivered``, ``BadReply``) or the remote's ``DomainError``; replies are
+checked for shape here, so no caller parses a peer's JSON itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2p_offers.bids import Bid
+from p2p_offers.fields import is_public_key
+from p2p_offers.node import errors
+from p2p_offers.node.network.transport import BadReply, PeerTransport, TransportError
+
+
+@dataclass(frozen=True)
+class PeerTimeouts:
+    """Seconds to wait for each kind of call (a bid's owner may be busy settling a batch)."""
+
+    bid_s: float = 10.0
+    push_s: float = 3.0
+    page_s: float = 10.0  # a sync page of up to 1000 records
+    ledger_s: float = 5.0
+    identify_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedsPage:
+    node: str
+    feeds: list[tuple[str, int]]  # (owner, height), well-formed ones only
+
+
+@dataclass(frozen=True, slots=True)
+class OffersPage:
+    records: list[Any]  # raw records: the intake verifies each
+    next: str | None
+
+
+class PeerClient:
+    def __init__(self, transport: PeerTransport, timeouts: PeerTimeouts | None = None) -> None:
+        self.transport = transport
+        self.timeouts = timeouts or PeerTimeouts()
+
+    def identify(self, address: str) -> str | None:
+        """The client_id of the node at ``address``, or None if it does not say one."""
+        try:
+            reply = self.transport.call(address, "identify", None, self.timeouts.identify_s)
+        except (TransportError, errors.DomainError):
+            return None
+        client_id = reply.get("client_id") if isinstance(reply, dict) else None
+        return client_id if is_public_key(client_id) else None
+
+    def bid(self, address: str, bid: Bid) -> Any:
+        """Send a signed bid to its owner; the raw reply (a receipt to check) or an error."""
+        return self.transport.call(address, "bid", bid.to_wire(), self.timeouts.bid_s)
+
+    def announce(self, address: str, body: bytes) -> Any:
+        """Push a batch of announcements (already encoded, shared by every peer)."""
+        return self.transport.call(address, "announce", body, self.timeouts.push_s)
+
+    def offers(self, address: str, cursor: str | None, limit: int) -> OffersPage:
+        payload: dict[str, Any] = {"limit": limit}
+        if cursor:
+            payload["cursor"] = cursor
+        page = self.transport.call(address, "offers", payload, self.timeouts.page_s)
+        records = page.get("records") if isinstance(page, dict) else None
+        if not isinstance(records, list):
+            raise BadReply("malformed sync page")
+        nxt = page.get("next")
+        if nxt is not None and not isinstance(nxt, str):
+            raise BadReply("malformed sync cursor")
+        return OffersPage(records, nxt or None)
+
+    def feeds(self, address: str) -> FeedsPage:
+        reply = self.transport.call(address, "feeds", None, self.timeouts.ledger_s)
+        feeds = reply.get("feeds") if isinstance(reply, dict) else None
+        if not isinstance(feeds, list):
+            raise BadReply("malformed feed list")
+        found = [
+            (item["owner"], item["height"])
+            for item in feeds
+            if isinstance(item, dict)
+            and is_public_key(item.get("owner"))
+            and type(item.get("height")) is int
+        ]
+        return FeedsPage(str(reply.get("node", "")), found)
+
+    def feed(self, address: str, owner: str, start: int, limit: int) -> list[Any]:
+        payload = {"owner": owner, "from": start, "limit": limit}
+        reply = self.transport.call(address, "feed", payload, self.timeouts.ledger_s)
+        entries = reply.get("entries") if isinstance(reply, dict) else None
+        if not isinstance(entries, list):
+            raise BadReply("malformed ledger page")
+        return entries
+
+    def close(self) -> None:
+        self.transport.close()

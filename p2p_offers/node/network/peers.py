@@ -1,0 +1,153 @@
+"""Finding other nodes through the DHT: who is out there, and where an offer's owner listens.
+
+Each node announces two names: ``p2p_offers:node`` (so peers can push
+announcements and sync from it) and ``p2p_offers:owner:<client_id>`` (so a
+taker's node can find the owner of an offer). Lookups are cached for a couple
+of seconds: a hot path (every publication, every bid) must not cost a DHT
+round trip, and a node that appears is still found within the cache lifetime.
+
+A lookup returns addresses, not identities; each new address is asked once for
+its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
+out of its own peer list whatever address the grape saw it under. What is
+known of each address is read and written under ``_lock`` only: pushes forget
+addresses from their threads while a refresh probes and reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from p2p_offers.link import GrapeError
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.dht import Dht
+
+log = logging.getLogger(__name__)
+
+NODE_SERVICE = "p2p_offers:node"
+
+
+def owner_service(client_id: str) -> str:
+    return f"p2p_offers:owner:{client_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    address: str  # host:port as announced
+    client_id: str
+
+
+class Peers:
+    def __init__(self, dht: Dht, client: PeerClient, my_id: str, ttl_s: float = 2.0) -> None:
+        self.dht = dht
+        self.client = client
+        self.my_id = my_id
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._identities: dict[str, str] = {}  # address -> client_id
+        self._nodes: list[Peer] | None = None
+        self._nodes_at = 0.0
+        self._owners: dict[str, tuple[float, list[str]]] = {}
+        self._probe_pool = ThreadPoolExecutor(8, thread_name_prefix="peer-probe")
+
+    # -- the node list -------------------------------------------------------------------
+
+    def nodes(self) -> list[Peer]:
+        """Every other node, as of a lookup at most ``ttl_s`` old.
+
+        ``maintain()`` (called by the node's sweeper) refreshes the list in the
+        background before it goes stale, so in steady state this never waits;
+        it looks up itself only when the list is missing or too old.
+        """
+        with self._lock:
+            cached, fresh = self._nodes, time.monotonic() - self._nodes_at < self.ttl_s
+        if cached is not None and fresh:
+            return cached
+        with self._refreshing:  # one lookup at a time; waiters get its result
+            with self._lock:
+                if self._nodes is not None and time.monotonic() - self._nodes_at < self.ttl_s:
+                    return self._nodes
+            return self._refresh()
+
+    def maintain(self) -> None:
+        """Refresh in the background once the list is half its lifetime old."""
+        with self._lock:
+            due = time.monotonic() - self._nodes_at >= self.ttl_s / 2
+        if due:
+            self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_in_background, daemon=True).start()
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self._refresh()
+        finally:
+            self._refreshing.release()
+
+    def _refresh(self) -> list[Peer]:
+        try:
+            addresses = self.dht.lookup(NODE_SERVICE)
+        except GrapeError as exc:
+            log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
+            with self._lock:
+                return self._nodes or []
+        with self._lock:
+            unknown = [a for a in dict.fromkeys(addresses) if a not in self._identities]
+        # probed before taking the lock (map is lazy): nobody waits for a slow probe
+        probed = list(
+            zip(unknown, self._probe_pool.map(self.client.identify, unknown), strict=True)
+        )
+        with self._lock:
+            for address, client_id in probed:
+                if client_id is not None:
+                    self._identities[address] = client_id
+            known = {a: self._identities.get(a) for a in dict.fromkeys(addresses)}
+            peers = [Peer(a, c) for a, c in known.items() if c is not None and c != self.my_id]
+            self._nodes, self._nodes_at = peers, time.monotonic()
+        return peers
+
+    def known_count(self) -> int:
+        """Peers as of the last lookup, without looking up (safe to call from /health)."""
+        with self._lock:
+            return len(self._nodes or [])
+
+    def invalidate(self) -> None:
+        """Look up again now (a node we have not seen yet may be talking to us)."""
+        with self._lock:
+            self._nodes_at = 0.0
+        self._refresh_soon()
+
+    def unreachable(self, address: str) -> None:
+        """Forget who lives at an address that failed: it may come back as someone else."""
+        with self._lock:
+            self._identities.pop(address, None)
+        self.invalidate()
+
+    # -- owners --------------------------------------------------------------------------
+
+    def owner(self, client_id: str) -> list[str]:
+        """Addresses announcing ``client_id``'s owner name. Raises GrapeError if the DHT fails."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._owners.get(client_id)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        addresses = self.dht.lookup(owner_service(client_id))
+        with self._lock:
+            self._owners[client_id] = (now, addresses)
+            if len(self._owners) > 10_000:  # owners come and go: keep the fresh ones
+                self._owners = {k: v for k, v in self._owners.items() if now - v[0] < self.ttl_s}
+        return addresses
+
+    def forget_owner(self, client_id: str) -> None:
+        with self._lock:
+            self._owners.pop(client_id, None)
+
+    def close(self) -> None:
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)

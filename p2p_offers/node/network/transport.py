@@ -1,0 +1,134 @@
+"""How a request reaches another node, and the one translation of what can go wrong on the way.
+
+A ``PeerTransport`` carries one action (``identify``, ``announce``, ``bid``,
+``offers``, ``feeds``, ``feed``) with a JSON payload to a node's address and
+returns the decoded reply, or raises:
+
+* ``NotDelivered``: the request surely never reached the node (no connection);
+* ``MaybeDelivered``: it may have (read timeout, reset after sending): a bid so
+  sent is in doubt;
+* ``BadReply``: an answer that is not the protocol's;
+* a ``DomainError`` (``errors.from_wire``): the node answered with an error.
+
+``HttpTransport`` speaks today's ``/peer/*`` endpoints; the Grenache RPC
+transport (next) sends the same actions as ``{"action", "args"}`` and decodes
+``err`` the same way, so nothing above this module changes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from p2p_offers.node import errors
+
+
+class TransportError(Exception):
+    """The request got no usable answer."""
+
+
+class NotDelivered(TransportError):
+    """The request surely did not reach the node."""
+
+
+class MaybeDelivered(TransportError):
+    """The request may have reached the node; its answer was lost."""
+
+
+class BadReply(TransportError):
+    """The node answered something that is not the protocol."""
+
+
+class PeerTransport(Protocol):
+    def call(self, address: str, action: str, payload: Any, timeout_s: float) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+# action -> (method, path); a path's {placeholders} come out of the payload, the rest of a
+# GET's payload is its query string, a POST's is its body (bytes: already encoded JSON).
+ROUTES: dict[str, tuple[str, str]] = {
+    "identify": ("GET", "/health"),
+    "announce": ("POST", "/peer/announce"),
+    "bid": ("POST", "/peer/bids"),
+    "offers": ("GET", "/peer/offers"),
+    "feeds": ("GET", "/peer/ledger"),
+    "feed": ("GET", "/peer/ledger/{owner}"),
+}
+
+
+def route(action: str, payload: Any) -> tuple[str, str, dict[str, Any] | None, Any]:
+    """(method, path, query, body) of ``action``: the one mapping of actions onto endpoints."""
+    method, template = ROUTES[action]
+    if method == "POST":
+        return method, template, None, payload
+    query = dict(payload or {})
+    path = template.format_map({k: query.pop(k) for k in list(query) if "{" + k + "}" in template})
+    return method, path, query, None
+
+
+def decode(status: int, body: Any) -> Any:
+    """A reply's payload, or the error it carries as a ``DomainError``."""
+    if 200 <= status < 300:
+        return body
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        raise errors.from_wire(error["code"], error.get("message"), error.get("details"))
+    raise BadReply(f"status {status} without an error body")
+
+
+def make_session(pool: int = 64) -> requests.Session:
+    """One keep-alive pool per process: reconnecting costs more than most requests.
+
+    Environment proxy settings are ignored: peers are addressed as the DHT
+    announced them, and consulting the environment on every call is a large
+    part of a small request's CPU cost.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", HTTPAdapter(pool_connections=16, pool_maxsize=pool))
+    return session
+
+
+class HttpTransport:
+    def __init__(self, session: requests.Session | None = None) -> None:
+        self.session = session or make_session()
+
+    def call(self, address: str, action: str, payload: Any, timeout_s: float) -> Any:
+        method, path, query, body = route(action, payload)
+        kwargs: dict[str, Any] = {"params": query, "timeout": timeout_s}
+        if body is not None:
+            kwargs["data"] = body if isinstance(body, bytes) else _json_bytes(body)
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        try:
+            resp = self.session.request(method, f"http://{address}{path}", **kwargs)
+        except requests.RequestException as exc:
+            if _surely_not_delivered(exc):
+                raise NotDelivered(f"{action} to {address}: {exc}") from None
+            raise MaybeDelivered(f"{action} to {address}: {exc}") from None
+        try:
+            reply = resp.json()
+        except ValueError:
+            raise BadReply(f"{action} to {address}: status {resp.status_code}, not JSON") from None
+        return decode(resp.status_code, reply)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _surely_not_delivered(exc: requests.RequestException) -> bool:
+    """True only when no connection was made, so the node cannot have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+    return False

@@ -1,0 +1,234 @@
+"""The taker's side of a bid: sign it, find the owner, send it, check and keep the receipt.
+
+Nothing is recorded unless the owner answers with a receipt that verifies
+under the offer owner's key and settles exactly the bid sent; a node that
+cannot reach the owner answers ``OwnerUnreachable`` and keeps nothing.
+
+A bid whose fate is unknown (it may have reached the owner: a read timeout,
+a reset after sending) is *in doubt*: it is written down and sent once more at
+once (a reset is often just a stale pooled connection); if that brings no
+answer either, the request is answered ``BidInDoubt`` right away, never after
+sleeping on the request thread, and the bid stays recorded until an answer
+settles it, so callers never treat those satoshis as unfilled.
+
+``resolve_in_doubt`` (run by the node's resolver thread) sends each recorded
+bid again, as it is: a verified receipt is recorded like any taker fill, a
+refusal (``errors.Refusal`` or ``NotFound``: the owner never filled it)
+settles it as unfilled, and no answer leaves it for the next round. A bid
+that just went in doubt is retried after ``IN_DOUBT_BACKOFF_S``, doubling, by
+that thread (``due``), then every resolve interval. ``resolved`` tells the
+order desk either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from nacl.signing import SigningKey
+
+from p2p_offers.bids import Bid, Receipt, make_bid
+from p2p_offers.fields import DocError
+from p2p_offers.link import GrapeError
+from p2p_offers.node import errors
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.peers import Peers
+from p2p_offers.node.network.transport import MaybeDelivered, TransportError
+from p2p_offers.node.signals import Signal
+from p2p_offers.node.storage.in_doubt import BidsInDoubt
+from p2p_offers.node.storage.receipts import Receipts, Role, StoredFill
+from p2p_offers.signing import SignatureError, public_hex
+
+log = logging.getLogger(__name__)
+
+IN_DOUBT_BACKOFF_S = 0.2  # first resend by the resolver; doubled after each
+REFUSED = (errors.Refusal, errors.NotFound)  # the owner's verdicts: the bid was never filled
+
+
+class Taker:
+    def __init__(
+        self,
+        key: SigningKey,
+        index: OfferIndex,
+        peers: Peers,
+        client: PeerClient,
+        receipts: Receipts,
+        in_doubt: BidsInDoubt,
+        clock: Callable[[], int],
+    ) -> None:
+        self.key = key
+        self.me = public_hex(key)
+        self.index = index
+        self.peers = peers
+        self.client = client
+        self.receipts = receipts
+        self.in_doubt_bids = in_doubt
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._retry: dict[str, tuple[float, float]] = {}  # bid id -> (next try, last delay)
+        self.counts: Counter[str] = Counter()
+        # (bid, receipt or None if unfilled) when a bid in doubt is settled
+        self.resolved: Signal[[Bid, Receipt | None]] = Signal("bid in doubt resolved")
+        self.doubted: Signal[[]] = Signal("a bid went in doubt")  # wakes the resolver
+
+    def bid(self, offer_id: str, amount: int) -> Receipt:
+        held = self.index.get(offer_id)
+        if held is None:
+            raise errors.unknown("offer", offer_id)
+        signed = held.signed
+        offer = signed.offer
+        if signed.owner == self.me:
+            raise errors.OwnOffer("a node cannot bid on its own offers")
+        if offer.ends_chain:
+            raise errors.OfferTaken(f"offer {offer_id} is {offer.status}")
+        bid = make_bid(
+            self.key,
+            offer_id=offer_id,
+            offer_seq=signed.seq,
+            maker=signed.owner,
+            amount=amount,
+            price=offer.price,
+            now_ms=self.clock(),
+        )
+        return self._send(bid)
+
+    def _send(self, bid: Bid) -> Receipt:
+        """One bid to its owner: a checked receipt, a refusal, or why there is no answer."""
+        try:
+            addresses = self.peers.owner(bid.maker)
+        except GrapeError as exc:
+            raise errors.DhtUnavailable(f"cannot look up the offer's owner: {exc}") from None
+        doubt = bid.bid_id in self.in_doubt_bids
+        tries = addresses + addresses[:1]  # the first one twice: a retry after a reset
+        for address in tries:
+            try:
+                reply = self.client.bid(address, bid)
+            except MaybeDelivered as exc:
+                log.info("bid %s to %s: %s", bid.bid_id, address, exc)
+                if not doubt:
+                    doubt = True  # from now on only an answer from the owner settles it
+                    self._doubt(bid)
+                continue
+            except TransportError as exc:  # not delivered, or an answer we cannot read
+                log.info("bid %s to %s: %s", bid.bid_id, address, exc)
+                continue
+            except REFUSED:
+                self._settled(bid, None)
+                raise
+            except errors.DomainError as exc:
+                raise self._undecided(bid, f"the owner answered {exc.code}") from None
+            receipt = self._check(bid, reply)
+            self.receipts.add(StoredFill(bid, receipt, Role.TAKER))
+            self._settled(bid, receipt)
+            return receipt
+        if doubt:
+            raise errors.BidInDoubt.of(bid)
+        self.peers.forget_owner(bid.maker)
+        raise errors.OwnerUnreachable(f"the owner of offer {bid.offer_id} cannot be reached")
+
+    def _undecided(self, bid: Bid, why: str) -> errors.DomainError:
+        """An answer that decides nothing: a bid in doubt stays so."""
+        if bid.bid_id in self.in_doubt_bids:
+            return errors.BidInDoubt.of(bid)
+        return errors.OwnerUnreachable(why)
+
+    def _check(self, bid: Bid, reply: object) -> Receipt:
+        try:
+            receipt = Receipt.from_wire(reply)
+            receipt.verify()
+            receipt.check_answers(bid)
+        except (DocError, SignatureError) as exc:
+            log.warning("bad receipt for bid %s: %s", bid.bid_id, exc)
+            if bid.bid_id in self.in_doubt_bids:
+                raise errors.BidInDoubt.of(bid) from None
+            raise errors.BadReceipt(f"the owner sent a bad receipt: {exc}") from None
+        return receipt
+
+    # -- bids in doubt -------------------------------------------------------------------
+
+    def _doubt(self, bid: Bid) -> None:
+        if self.in_doubt_bids.add(bid, self.clock()):  # one being resolved is not counted again
+            with self._lock:
+                self.counts["in_doubt"] += 1
+                self._retry[bid.bid_id] = (time.monotonic() + IN_DOUBT_BACKOFF_S, 0.0)
+            self.doubted.emit()
+
+    def _settled(self, bid: Bid, receipt: Receipt | None) -> None:
+        """The owner decided ``bid`` (``receipt``, or None: refused); forget any doubt on it."""
+        if not self.in_doubt_bids.remove(bid.bid_id):
+            return
+        with self._lock:
+            self._retry.pop(bid.bid_id, None)
+            self.counts["in_doubt_resolved"] += 1
+            self.counts["in_doubt_filled" if receipt else "in_doubt_unfilled"] += 1
+        self.resolved.emit(bid, receipt)
+
+    def due(self) -> float | None:
+        """Seconds until the next back-off resend of a fresh bid in doubt, None if none waits."""
+        with self._lock:
+            if not self._retry:
+                return None
+            return max(0.0, min(t for t, _ in self._retry.values()) - time.monotonic())
+
+    def resolve_in_doubt(
+        self, stopping: threading.Event | None = None, only_due: bool = False
+    ) -> int:
+        """Send bids in doubt again, as they are; return how many the owners settled.
+
+        A receipt is recorded as the taker's fill, a refusal settles the bid as
+        unfilled; no answer (or any other) keeps it in doubt for the next round.
+        With ``only_due``, only the bids whose back-off ran out are sent.
+        """
+        with self._lock:
+            self.counts["resolve_rounds"] += 1
+        now = time.monotonic()
+        settled = 0
+        for bid in self.in_doubt_bids.all():
+            if stopping is not None and stopping.is_set():
+                break
+            with self._lock:
+                retry = self._retry.get(bid.bid_id)
+            if only_due and (retry is None or retry[0] > now):
+                continue
+            try:
+                self._send(bid)
+                settled += 1
+            except REFUSED as exc:
+                settled += 1
+                log.info("bid in doubt %s was not filled: %s", bid.bid_id, exc.code)
+            except errors.DomainError as exc:
+                log.info("bid %s stays in doubt: %s", bid.bid_id, exc.code)
+                self._back_off(bid.bid_id)
+        return settled
+
+    def _back_off(self, bid_id: str) -> None:
+        with self._lock:
+            retry = self._retry.get(bid_id)
+            if retry is None:
+                return
+            delay = retry[1] * 2 if retry[1] else IN_DOUBT_BACKOFF_S * 2
+            if delay > 2.0:  # from then on the resolver's regular rounds carry it
+                del self._retry[bid_id]
+            else:
+                self._retry[bid_id] = (time.monotonic() + delay, delay)
+
+    def in_doubt(self) -> list[Bid]:
+        """Signed bids sent without an answer, oldest first (they may have been filled)."""
+        return self.in_doubt_bids.all()
+
+    def stats(self) -> dict[str, int]:
+        open_ = self.in_doubt_bids.count()
+        with self._lock:
+            counts = {
+                "in_doubt": 0,
+                "in_doubt_resolved": 0,
+                "in_doubt_filled": 0,
+                "in_doubt_unfilled": 0,
+                "resolve_rounds": 0,
+            }
+            counts.update(self.counts)
+            return {**counts, "in_doubt_open": open_}

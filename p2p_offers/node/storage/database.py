@@ -1,0 +1,105 @@
+"""The node's one SQLite database: a connection, durable transactions, a versioned schema.
+
+What must survive a crash is what the node has promised: every version it
+signed (so a restarted node republishes them and never reuses a seq), every
+receipt it gave or got, its ledger, its orders and the bids it sent without an
+answer. Each state change is one transaction, committed with
+``synchronous=FULL`` before the caller acknowledges anything.
+
+There is one connection, guarded by a lock: writes are serialized anyway, and
+reads are indexed point lookups. Each aggregate has its repository in this
+package; a change spanning several (a fill: offer versions, receipts, ledger
+entries) shares one ``Tx``. Work that must follow the commit but must not undo
+it (telling others) is queued with ``Tx.after_commit``.
+
+Opening a database brings its schema to ``schema.VERSION`` (``PRAGMA
+user_version``), migrating a file written by an older node in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from p2p_offers.node.storage import schema
+
+log = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: a bound for every integer used in a query
+
+
+class Tx:
+    """One write transaction: statements, and what to run once it has committed."""
+
+    __slots__ = ("_after", "_db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._after: list[Callable[[], object]] = []
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._db.executemany(sql, rows)
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._db.execute(sql, args).fetchone()
+        return row
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once the transaction is durable; a failure is logged, not raised."""
+        self._after.append(action)
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            schema.migrate(self._db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One durable write transaction; rolled back if the block raises."""
+        tx = Tx(self._db)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        for action in tx._after:
+            try:
+                action()
+            except Exception:
+                log.exception("an action after a commit failed (the commit stands)")
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        with self._lock:
+            row: Row | None = self._db.execute(sql, args).fetchone()
+            return row
+
+    def version(self) -> int:
+        row = self.one("PRAGMA user_version")
+        return int(row[0]) if row else 0

@@ -1,0 +1,128 @@
+"""The ledger's tables: verified feed entries (ours and every other maker's) and forks seen."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from p2p_offers.codec import canonical_json
+from p2p_offers.ledger import ForkError, LedgerEntry
+from p2p_offers.node.storage.database import Database, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    owner: str
+    height: int
+    head: str
+
+
+class LedgerRows:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- writes ----------------------------------------------------------------------------
+
+    @staticmethod
+    def insert(tx: Tx, entry: LedgerEntry) -> str:
+        """Store one (verified) entry and return its hash.
+
+        The hash is ``ledger.entry_hash`` computed from the very text stored, so
+        the entry is canonicalized once instead of once for the hash and again
+        for the text (this runs for every entry every node replicates).
+        """
+        receipt = entry["receipt"]
+        text = canonical_json(entry)
+        hash_ = hashlib.sha256(text).hexdigest()
+        tx.execute(
+            "INSERT INTO ledger_entries (owner, height, hash, fill_id, ts, entry) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                entry["owner"],
+                entry["height"],
+                hash_,
+                receipt["fill_id"],
+                receipt["ts"],
+                text.decode(),
+            ),
+        )
+        return hash_
+
+    @staticmethod
+    def head(tx: Tx, owner: str) -> LedgerEntry | None:
+        """``owner``'s newest entry, read inside a write transaction."""
+        row = tx.one(
+            "SELECT entry FROM ledger_entries WHERE owner = ? ORDER BY height DESC LIMIT 1",
+            (owner,),
+        )
+        return json.loads(row[0]) if row else None
+
+    def add(self, entries: Iterable[LedgerEntry]) -> None:
+        with self.db.transaction() as tx:
+            for entry in entries:
+                self.insert(tx, entry)
+
+    def record_fork(self, fork: ForkError) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO ledger_forks (owner, height, held, offered) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (owner, height) DO NOTHING",
+                (
+                    fork.held["owner"],
+                    fork.held["height"],
+                    json.dumps(fork.held),
+                    json.dumps(fork.offered),
+                ),
+            )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def state(self, owner: str) -> FeedState:
+        row = self.db.one(
+            "SELECT height, hash FROM ledger_entries WHERE owner = ? ORDER BY height DESC LIMIT 1",
+            (owner,),
+        )
+        return FeedState(owner, row[0], row[1]) if row else FeedState(owner, 0, "")
+
+    def states(self) -> list[FeedState]:
+        rows = self.db.rows(
+            "SELECT owner, MAX(height), hash FROM ledger_entries GROUP BY owner ORDER BY owner"
+        )
+        return [FeedState(*row) for row in rows]
+
+    def raw_entries(self, owner: str, start: int, limit: int) -> list[str]:
+        """Entries from height ``start`` on, as the canonical JSON they were signed as."""
+        rows = self.db.rows(
+            "SELECT entry FROM ledger_entries WHERE owner = ? AND height >= ? "
+            "ORDER BY height LIMIT ?",
+            (owner, start, limit),
+        )
+        return [row[0] for row in rows]
+
+    def entries(self, owner: str) -> list[LedgerEntry]:
+        return [json.loads(e) for e in self.raw_entries(owner, 1, -1)]
+
+    def receipts(self, owner: str | None, limit: int | None) -> list[dict[str, Any]]:
+        """Receipts of every stored feed (or ``owner``'s), newest first.
+
+        Ties in time go by owner, then newest entry first, so every node that
+        holds the same feeds lists the same trades in the same order.
+        """
+        sql = "SELECT entry FROM ledger_entries"
+        args: tuple[Any, ...] = ()
+        if owner is not None:
+            sql += " WHERE owner = ?"
+            args = (owner,)
+        sql += " ORDER BY ts DESC, owner, height DESC LIMIT ?"
+        rows = self.db.rows(sql, (*args, -1 if limit is None else limit))
+        return [json.loads(row[0])["receipt"] for row in rows]
+
+    def by_fill(self, fill_id: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = self.db.rows("SELECT owner, entry FROM ledger_entries WHERE fill_id = ?", (fill_id,))
+        return [(owner, json.loads(entry)["receipt"]) for owner, entry in rows]
+
+    def forked(self) -> set[str]:
+        return {row[0] for row in self.db.rows("SELECT DISTINCT owner FROM ledger_forks")}

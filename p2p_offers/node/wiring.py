@@ -1,0 +1,108 @@
+"""Builds a node's parts and connects them: every hook of the node is in ``connect``, here.
+
+``build`` creates the parts in dependency order (storage, network, offers,
+ledger, trading) and gives each the others it calls; nothing patches another
+part in a constructor. ``connect`` is the one block where a part's signal is
+wired to another's reaction, so what reacts to what is read in one place.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from p2p_offers.link import Link
+from p2p_offers.node.ledger.head import LEDGER_SALT
+from p2p_offers.node.ledger.replicator import FeedReplicator
+from p2p_offers.node.ledger.store import LedgerStore
+from p2p_offers.node.network.client import PeerClient
+from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.intake import Intake
+from p2p_offers.node.network.peers import Peers
+from p2p_offers.node.network.publisher import Publisher
+from p2p_offers.node.network.sync import Syncer
+from p2p_offers.node.network.transport import HttpTransport, PeerTransport
+from p2p_offers.node.offers.maker import OfferService
+from p2p_offers.node.offers.taker import Taker
+from p2p_offers.node.storage.database import Database
+from p2p_offers.node.storage.in_doubt import BidsInDoubt
+from p2p_offers.node.storage.ledger import LedgerRows
+from p2p_offers.node.storage.orders import Orders
+from p2p_offers.node.storage.own_offers import OwnOffers
+from p2p_offers.node.storage.receipts import Receipts
+from p2p_offers.node.storage.seen import Seen
+from p2p_offers.node.trading.desk import OrderDesk
+from p2p_offers.node.trading.sweeper import Sweeper
+from p2p_offers.node.trading.uncross import Uncrosser
+from p2p_offers.signing import load_or_create_key, public_hex
+
+if TYPE_CHECKING:
+    from p2p_offers.node.runtime import Node
+
+
+def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
+    """Give ``node`` its parts (``node.config`` and ``node.clock`` are set)."""
+    config, clock = node.config, node.clock
+    node.key = key = load_or_create_key(config.data_dir / "key")
+    node.client_id = me = public_hex(key)
+    # storage: one database, a repository per aggregate
+    node.db = db = Database(config.data_dir / "node.sqlite3")
+    node.own_offers = OwnOffers(db)
+    node.receipts = Receipts(db)
+    node.seen = Seen(db)
+    node.in_doubt = BidsInDoubt(db)
+    node.orders = Orders(db)
+    node.ledger_rows = LedgerRows(db)
+    # the network: the DHT, other nodes, what they tell us and what we tell them
+    node.dht = dht if dht is not None else Link(config.grape)
+    node.peer_client = PeerClient(transport if transport is not None else HttpTransport())
+    node.index = OfferIndex(clock)
+    node.intake = Intake(node.index, node.dht, me, clock)
+    node.peers = Peers(node.dht, node.peer_client, me)
+    node.publisher = Publisher(
+        node.dht, node.peers, node.peer_client, node.own_offers.mark_published
+    )
+    node.syncer = Syncer(node.peers, node.peer_client, node.intake, node.index)
+    # offers: ours (maker) and others' (taker)
+    node.maker = OfferService(
+        key,
+        db,
+        node.own_offers,
+        node.receipts,
+        node.index,
+        node.publisher,
+        clock,
+        config.offer_ttl_s * 1000,
+    )
+    node.taker = Taker(
+        key, node.index, node.peers, node.peer_client, node.receipts, node.in_doubt, clock
+    )
+    # the ledger
+    node.ledger = LedgerStore(node.ledger_rows, key)
+    node.replicator = FeedReplicator(
+        node.ledger_rows, key, node.peers, node.peer_client, node.publisher
+    )
+    # trading: the one taker worker, orders and uncrossing on it
+    node.sweeper = Sweeper(me, node.index, node.taker)
+    # Half the server threads may wait for the worker; the rest stay free for peers.
+    node.desk = OrderDesk(node.orders, node.maker, node.sweeper, clock, max(1, config.threads // 2))
+    node.uncrosser = Uncrosser(me, node.index, node.maker, node.sweeper, node.desk)
+    connect(node)
+
+
+def connect(node: Node) -> None:
+    """Every hook of the node, in one block."""
+    # a fill's ledger entry is written inside the fill's transaction ...
+    node.maker.recording_fills.connect(node.ledger.append_own)
+    # ... and once it commits, the new head is published
+    node.ledger.appended.connect(node.replicator.publish_head)
+    # records under salt "ledger" are ledger heads, judged by the replicator
+    node.intake.handle_salt(LEDGER_SALT, node.replicator.receive_head)
+    # a foreign open offer, or a rest we posted, may cross one of ours
+    node.intake.applied.connect(node.uncrosser.on_applied)
+    node.desk.rested.connect(node.uncrosser.poke)
+    # a node syncing from us from the start may be new: look up the others again
+    node.syncer.starting.connect(node.peers.invalidate)
+    # a bid in doubt settled: its order learns the outcome; a new one wakes the resolver
+    node.taker.resolved.connect(node.desk.doubt_resolved)
+    node.taker.doubted.connect(node.wake_resolver)
