@@ -8,10 +8,11 @@ price of ``true`` must not become one cent).
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from p2p_offers.money import MAX_AMOUNT_SATS, MAX_PRICE_CENTS
 
@@ -47,6 +48,16 @@ def integer(doc: Mapping, name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise DocError(f"{name} must be between {low} and {high}")
     return value
+
+
+def is_seconds(value: object) -> TypeGuard[float]:
+    """A finite, non-negative JSON/msgpack number: NaN and infinity never become a lifetime."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def price(doc: Mapping, name: str = "price") -> int:

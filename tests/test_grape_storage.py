@@ -344,3 +344,24 @@ def test_majority(codes, result):
 def test_majority_of_nobody_is_no_peers():
     with pytest.raises(NoPeersError):
         _majority([])
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), -1, True, "60"])
+def test_rpc_put_and_announce_refuse_a_lifetime_that_is_not_finite_seconds(protocol, ttl):
+    """#11.2: min(max(nan, 0), cap) is nan, and a record stored with it never expired."""
+    record = sign(KEY, b"v1", 1)
+    answer = protocol.rpc_put(SENDER, PEER_ID, record.target, record.encode(), None, ttl)
+    assert answer["code"] == records.MALFORMED
+    assert protocol.rpc_find_value(SENDER, PEER_ID, record.target) is not None
+    assert "value" not in (protocol.rpc_find_value(SENDER, PEER_ID, record.target) or {})
+    key = b"\x05" * 20
+    assert protocol.rpc_announce(SENDER, PEER_ID, key, "10.0.0.1:80", ttl)["stored"] is False
+
+
+def test_storage_refuses_a_nan_lifetime_from_any_path():
+    storage, peers = RecordStorage(), PeerTable()
+    record = sign(KEY, b"v1", 1)
+    with pytest.raises(RecordError):
+        storage.accept(record.target, record.encode(), None, float("nan"))
+    with pytest.raises(RecordError):
+        peers.add(b"\x05" * 20, "10.0.0.1:80", float("nan"))

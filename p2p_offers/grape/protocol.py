@@ -45,6 +45,7 @@ from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
 from p2p_offers import records
+from p2p_offers.fields import is_seconds
 from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import RecordError
 
@@ -183,10 +184,10 @@ class GrapeProtocol(KademliaProtocol):
     def _store(self, key: bytes, value: bytes, cas: object, ttl: object) -> int:
         if cas is not None and (not isinstance(cas, int) or isinstance(cas, bool)):
             return records.MALFORMED
-        if ttl is not None and not isinstance(ttl, int | float):
+        if ttl is not None and not is_seconds(ttl):
             return records.MALFORMED
         try:
-            self.storage.accept(key, value, cas, ttl)  # type: ignore[arg-type]
+            self.storage.accept(key, value, cas, ttl)
         except RecordError as exc:
             return exc.code
         return OK
@@ -224,7 +225,7 @@ class GrapeProtocol(KademliaProtocol):
         source = self._welcome(sender, nodeid)
         if not is_id(key):
             return {"stored": False, "nodes": []}
-        stored = is_peer_address(peer) and isinstance(ttl, int | float)
+        stored = is_peer_address(peer) and is_seconds(ttl)
         if stored:
             self.peers.add(key, peer, ttl)
         return {"stored": stored, "nodes": self._neighbors(key, source)}

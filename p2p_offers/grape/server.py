@@ -362,7 +362,7 @@ async def _resolve(host: str, port: int) -> tuple[str, int] | None:
         )
     except OSError:
         return None
-    return (infos[0][4][0], port) if infos else None
+    return (str(infos[0][4][0]), port) if infos else None
 
 
 async def start_dht(config: GrapeConfig, node_id: bytes | None = None) -> GrapeServer:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from kademlia.storage import IStorage
 
 from p2p_offers import records
+from p2p_offers.fields import is_seconds
 from p2p_offers.records import Record, RecordError
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class RecordStorage(IStorage):
         key = record.target
         current = self._live(key, now)
         records.check_update(current.record if current else None, record, cas)
-        life = self.ttl if ttl is None else min(max(float(ttl), 0.0), self.ttl)
+        life = _life(ttl, self.ttl)
         if current is not None and current.record == record:
             if ttl is not None:
                 current.expires = max(current.expires, now + life)
@@ -188,7 +189,7 @@ class PeerTable:
 
     def add(self, key: bytes, peer: str, ttl: float | None = None) -> None:
         now = self.clock()
-        life = self.ttl if ttl is None else min(max(float(ttl), 0.0), self.ttl)
+        life = _life(ttl, self.ttl)
         peers = self._peers.get(key)
         if peers is None:
             if len(self._peers) >= self.max_keys:
@@ -261,3 +262,12 @@ def _is_peer_text(text: str) -> bool:
         return peer_address(host, int(port)) == text
     except ValueError:
         return False
+
+
+def _life(ttl: float | None, cap: float) -> float:
+    """A lifetime asked for over the wire, capped at ours; NaN or infinity would never expire."""
+    if ttl is None:
+        return cap
+    if not is_seconds(ttl):
+        raise RecordError(records.MALFORMED, "ttl must be a finite number of seconds")
+    return min(float(ttl), cap)
