@@ -108,7 +108,13 @@ class Router:
     def handle(self, sender: str, data: bytes) -> list[Send]:
         """Bytes from ``sender`` (as the transport authenticated it)."""
         try:
-            message = wire.decode(data)
+            obj = wire.loads(data)
+            claimed = wire.claimed_id(obj)
+            if claimed is not None and claimed in self.seen:
+                self.mesh.succeeded(sender)
+                self.stats["duplicate"] += 1
+                return []
+            message = wire.parse(obj)
         except wire.WireError:
             self.stats["malformed"] += 1
             return []
@@ -167,7 +173,8 @@ class Router:
     # -- mesh upkeep ---------------------------------------------------------------------
 
     def heartbeat(self, candidates: Iterable[str]) -> list[Send]:
-        """Keep the mesh in bounds from a fresh candidate list (the DHT lookup)."""
+        """Keep the mesh in bounds from a fresh candidate list (the DHT lookup); it is
+        only iterated when the mesh needs peers, so it may be lazy."""
         added, removed = self.mesh.refresh(candidates)
         return [(p, wire.graft()) for p in added] + [(p, wire.prune()) for p in removed]
 

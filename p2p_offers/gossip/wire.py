@@ -177,13 +177,34 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(data: bytes) -> Message:
     """Bytes from the transport to a message; ``WireError`` for anything else."""
+    return parse(loads(data))
+
+
+def loads(data: bytes) -> object:
+    """Bytes to JSON, bounded; ``parse`` does the rest."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError("message too large")
     try:
-        obj = json.loads(data)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise WireError("not JSON") from None
-    return parse(obj)
+
+
+def claimed_id(obj: object) -> tuple[str, int] | None:
+    """The (hash, seq) a ``version`` message claims, read without parsing the record.
+
+    Most version messages a node receives are repeats (one per neighbour that has
+    it), so the router looks this up in its seen-cache first. A claim is enough
+    for that: if it is seen, we already hold a validated version with that id, and
+    a message that lies about it is dropped either way.
+    """
+    if not isinstance(obj, dict) or obj.get("t") != "version":
+        return None
+    claimed, record = obj.get("hash"), obj.get("record")
+    seq = record.get("seq") if isinstance(record, dict) else None
+    if isinstance(claimed, str) and isinstance(seq, int) and not isinstance(seq, bool):
+        return (claimed, seq)
+    return None
 
 
 def parse(obj: object) -> Message:
