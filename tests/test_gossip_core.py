@@ -125,7 +125,7 @@ JSON = st.recursive(
 SHAPES = st.sampled_from(["version", "graft", "digest", "entries", "want", "versions", "x"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(kind=SHAPES, body=st.dictionaries(st.sampled_from(list("abcdefg")), JSON, max_size=4))
 def test_parse_never_raises_anything_but_wire_error(kind, body):
     fields = {"version": ["hash", "record", "hops"], "digest": ["start", "end", "owners"]}
@@ -343,7 +343,27 @@ def test_an_owner_larger_than_one_message_is_repaired_over_rounds():
     a.router.validate = lambda v, s: Verdict.NEW
     nodes = {a.id: a, b.id: b}
     for _ in range(40):
+        a.clock.t += 5
+        b.clock.t += 5
         deliver(nodes, a.id, a.router.anti_entropy())
         if len(a.router.holdings) == len(b.router.holdings):
             break
     assert len(a.router.holdings) == len(b.router.holdings)
+
+
+def test_digests_and_wants_are_answered_once_per_interval_per_peer():
+    a, b = Node(1, [2]), Node(2, [1])
+    for i in range(3):
+        v = version(1, key=f"k{i}")
+        b.store[(v.owner, v.key)] = v
+        b.router.holdings.update(v.owner, v.key, 1)
+    ask = wire.encode(wire.digest("", None, {}))
+    assert [m["t"] for _, m in b.router.handle(a.id, ask)] == ["entries"]
+    assert b.router.handle(a.id, ask) == []  # again at once: refused
+    want = wire.encode(wire.want([(OWNER, "k0")]))
+    assert [m["t"] for _, m in b.router.handle(a.id, want)] == ["versions"]
+    assert b.router.handle(a.id, want) == []
+    assert b.router.stats["refused_digest"] == b.router.stats["refused_want"] == 1
+    assert b.router.handle(peer_id(7), ask) != []  # another peer is another budget
+    b.clock.t = 1.0
+    assert b.router.handle(a.id, ask) != [] and b.router.handle(a.id, want) != []

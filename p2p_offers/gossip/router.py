@@ -50,6 +50,7 @@ from p2p_offers.records import Record
 
 Send = tuple[str, dict[str, Any]]
 MAX_WINDOWS = 1024  # big owners whose window position we remember
+MAX_ANSWERED = 4096  # (peer, kind) answer marks kept before sweeping
 
 
 class Verdict(Enum):
@@ -66,6 +67,9 @@ Lookup = Callable[[str, str], Version | None]  # (owner, key) -> newest version 
 class RouterParams:
     digest_page: int = wire.MAX_DIGEST_OWNERS
     max_push: int = 4 * wire.MAX_VERSIONS  # records we send unasked per exchange
+    # A digest or a want costs the asker ~100 bytes and us up to ~64 KiB (entries)
+    # or ~300 KiB (records): each peer gets one answer of each kind per interval.
+    answer_interval_s: float = 1.0
 
 
 class Router:
@@ -91,6 +95,7 @@ class Router:
         self.stats: Counter[str] = Counter()
         self._cursor = ""  # where our next digest page starts
         self._windows: dict[str, str] = {}  # big owner -> first key of its next window
+        self._answered: dict[tuple[str, str], float] = {}  # (peer, kind) -> when
 
     # -- push ----------------------------------------------------------------------------
 
@@ -131,10 +136,14 @@ class Router:
                 self.mesh.prune(sender)
                 return []
             case wire.DigestMsg():
+                if not self._may_answer(sender, "digest"):
+                    return []
                 return self._digest(sender, message)
             case wire.EntriesMsg():
                 return self._entries(sender, message)
             case wire.WantMsg(items=items):
+                if not self._may_answer(sender, "want"):
+                    return []
                 return self._want(sender, items)
             case wire.VersionsMsg(versions=vs):
                 for v in vs:
@@ -199,6 +208,21 @@ class Router:
         self._cursor = nxt or ""
         self.stats["digest_sent"] += 1
         return [(peer, wire.digest(start, end, digests))]
+
+    def _may_answer(self, sender: str, kind: str) -> bool:
+        """At most one answer per peer and kind per ``answer_interval_s`` (an honest
+        peer asks once per anti-entropy round), so nobody can make us a traffic
+        amplifier. Bounded: old marks are swept once there are many."""
+        now = self.mesh.clock()
+        interval = self.params.answer_interval_s
+        last = self._answered.get((sender, kind))
+        if last is not None and now - last < interval:
+            self.stats["refused_" + kind] += 1
+            return False
+        if len(self._answered) >= MAX_ANSWERED:
+            self._answered = {k: t for k, t in self._answered.items() if now - t < interval}
+        self._answered[(sender, kind)] = now
+        return True
 
     def _digest(self, sender: str, message: wire.DigestMsg) -> list[Send]:
         """A peer's digests: our per-key seqs for every owner in its range that differs."""
