@@ -7,7 +7,9 @@ ERR_GRAPE_NO_PEERS. With the per-contact RTO (p2p_offers.rtt) and one resend the
 from __future__ import annotations
 
 import pytest
+import requests
 from nacl.signing import SigningKey
+from node_helpers import wait_until
 
 from p2p_offers import records
 from p2p_offers.link import Link
@@ -30,3 +32,32 @@ def test_grapes_work_at_300_ms_rtt(tmp_path):
             assert [link.get_record(target).v for link in links] == [b"two"] * 3
             assert links[2].announce("slow", 1, slow.hosts[2].addr) >= 2
             assert links[0].lookup("slow") == [f"{slow.hosts[2].addr}:1"]
+
+
+@pytest.mark.slow
+def test_nodes_trade_across_hosts_at_300_ms_rtt(tmp_path):
+    """An offer reaches every host and a remote bid fills it, 300 ms apart with 1 % loss."""
+    with TestBed(3, Conditions(rtt_ms=300, jitter_ms=30, loss_pct=1), tmp_path) as slow:
+        slow.start_network()
+        a, b, c = slow.hosts
+        http = requests.Session()
+        http.trust_env = False
+        with slow.control():
+            body = {"side": "sell", "price_usd": "30000.00", "amount_btc": "1"}
+            made = http.post(f"{a.node_url}/offers", json=body, timeout=30)
+            assert made.status_code == 201, made.text
+            offer_id = made.json()["id"]
+
+            def status(host) -> str | None:
+                resp = http.get(f"{host.node_url}/offers/{offer_id}", timeout=30)
+                return resp.json()["status"] if resp.status_code == 200 else None
+
+            wait_until(lambda: status(b) == status(c) == "open", 30, "the offer everywhere")
+            bid = http.post(
+                f"{c.node_url}/offers/{offer_id}/bids", json={"amount_btc": "0.5"}, timeout=30
+            )
+            assert bid.status_code == 201, bid.text
+            rest = bid.json()["remainder"]
+            wait_until(lambda: status(b) == "filled", 30, "the fill on a third host")
+            seen = http.get(f"{b.node_url}/offers/{rest}", timeout=30)
+            assert seen.status_code == 200 and seen.json()["amount_btc"] == "0.50000000"

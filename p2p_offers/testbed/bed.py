@@ -273,6 +273,25 @@ class TestBed:
     def heal(self) -> None:
         run(in_ns(SWITCH, ["iptables", "-w", "-F", CUT_CHAIN]))
 
+    # -- what the switch saw -------------------------------------------------------------------
+
+    def switch_counters(self) -> dict[str, int]:
+        """Packets the switch dropped (loss, cuts) and handed to the delay line, so far."""
+        out = run(in_ns(SWITCH, ["iptables", "-w", "-L", "FORWARD", "-v", "-x", "-n"])).stdout
+        counts = {"dropped": 0, "delayed": 0}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[0].isdigit():
+                kind = {"DROP": "dropped", "NFQUEUE": "delayed"}.get(fields[2])
+                if kind:
+                    counts[kind] += int(fields[0])
+        return counts
+
+    @property
+    def delay_pid(self) -> int | None:
+        """The delay line's process id (for CPU accounting), None without one."""
+        return self._delay.pid if self._delay is not None else None
+
     # -- tearing down --------------------------------------------------------------------------
 
     def down(self) -> None:
