@@ -164,7 +164,9 @@ class TestBed:
 
     def _rules(self) -> None:
         """Bridged packets through iptables: control exempt, cuts, loss, then the delay line."""
-        run(in_ns(SWITCH, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]))
+        # not the sysctl tool: procps need not be installed; /proc/sys/net is per namespace
+        bridged = "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables"
+        run(in_ns(SWITCH, ["sh", "-c", bridged]))
         ipt = in_ns(SWITCH, ["iptables", "-w"])
         run([*ipt, "-N", CUT_CHAIN])
         run([*ipt, "-A", "FORWARD", "-s", CONTROL_ADDR, "-j", "ACCEPT"])
