@@ -228,7 +228,7 @@ def wan(root: Path, hosts: int, rtt: float, jitter: float, samples: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=30, help="DHT gets and offers per RTT")
+    parser.add_argument("--samples", type=int, default=60, help="DHT gets and offers per RTT")
     parser.add_argument("--probes", type=int, default=50, help="echo probes per RTT setting")
     parser.add_argument("--flood-rates", default="1000,5000,20000", help="UDP packets/s")
     parser.add_argument("--flood-s", type=float, default=3.0)

@@ -139,3 +139,18 @@ def test_partition_cuts_between_groups_and_heal_restores(tmp_path):
         bed.heal()
         healed = measure_rtt(h1.ns, h2.ns, h2.addr, count=5, interval_s=0)
     assert (cut.received, same_side.received, control.received, healed.received) == (0, 5, 5, 5)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--hosts", "0"], "hosts must be 1 to 200"),
+        (["--rtt-ms", "10", "--jitter-ms", "20"], "need 0 <= jitter <= rtt"),
+        (["--loss-pct", "100"], "loss must be 0 to < 100 %"),
+    ],
+)
+def test_bad_conditions_are_refused_before_anything_is_built(tmp_path, flags, message):
+    argv = [sys.executable, "-m", "p2p_offers", "testbed", *flags, "--data-dir", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert ours() == []
