@@ -109,7 +109,6 @@ class TestBed:
     _delay: subprocess.Popen[bytes] | None = None
     _delay_log: IO[bytes] | None = None
     _lock: IO[str] | None = None
-    _cuts: list[list[str]] = field(default_factory=list)
 
     __test__ = False  # not a pytest class, despite the name
 
@@ -400,10 +399,10 @@ def run_foreground(hosts: int, conditions: Conditions, workdir: Path) -> int:
         stopping.append(signum)
 
     try:
-        bed.up()
+        bed.up()  # until the network is up, Ctrl-C and SIGTERM interrupt (and tear down)
+        bed.start_network()
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        bed.start_network()
         print(bed.howto(), flush=True)
         while not stopping:
             for proc in bed.cluster.procs if bed.cluster else []:
@@ -412,6 +411,8 @@ def run_foreground(hosts: int, conditions: Conditions, workdir: Path) -> int:
                     return 1
             time.sleep(0.2)
         return 0
+    except KeyboardInterrupt:
+        return 130
     except (TestBedError, NetnsError, ValueError) as exc:
         print(f"testbed: {exc}", file=sys.stderr)
         return 2
