@@ -154,3 +154,25 @@ def test_bad_conditions_are_refused_before_anything_is_built(tmp_path, flags, me
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert ours() == []
+
+
+def test_sigint_while_starting_tears_down_even_if_inherited_as_ignored(tmp_path):
+    """A shell starts background jobs with SIGINT ignored; the test bed must still obey it."""
+    argv = [sys.executable, "-m", "p2p_offers", "testbed", "--hosts", "2"]
+    argv += ["--data-dir", str(tmp_path / "bed")]
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, preexec_fn=ignore_sigint)
+    try:
+        for _ in range(600):
+            if f"{PREFIX}h2" in ours():
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) in (0, 130)  # 130 when it was still starting
+        assert ours() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

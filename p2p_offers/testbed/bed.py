@@ -398,8 +398,15 @@ def run_foreground(hosts: int, conditions: Conditions, workdir: Path) -> int:
     def stop(signum: int, frame: object) -> None:
         stopping.append(signum)
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Until the network is up, Ctrl-C and SIGTERM interrupt the start (and tear down); set
+    # here because a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        bed.up()  # until the network is up, Ctrl-C and SIGTERM interrupt (and tear down)
+        bed.up()
         bed.start_network()
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
