@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--grapes", type=int, default=3)
     start.add_argument("--nodes", type=int, default=3)
     start.add_argument("--data-dir", type=Path, default=Path("data"))
+
+    bed = sub.add_parser("testbed", help="N hosts in network namespaces on an emulated WAN (root)")
+    bed.add_argument("--hosts", type=int, default=3)
+    bed.add_argument("--rtt-ms", type=float, default=0.0, help="round trip between hosts")
+    bed.add_argument("--jitter-ms", type=float, default=0.0, help="round trip within rtt ± this")
+    bed.add_argument("--loss-pct", type=float, default=0.0, help="per packet, per direction")
+    bed.add_argument("--data-dir", type=Path, default=Path("testbed-data"))
     return parser
 
 
@@ -95,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
                 sync_interval_s=args.sync_interval,
             )
         )
+    if args.command == "testbed":
+        from p2p_offers.testbed.bed import Conditions, run_foreground
+
+        conditions = Conditions(args.rtt_ms, args.jitter_ms, args.loss_pct)
+        return run_foreground(args.hosts, conditions, args.data_dir)
     from p2p_offers.cluster import start_all
 
     return start_all(args.grapes, args.nodes, args.data_dir)

@@ -94,12 +94,18 @@ class Cluster:
         bootstrap: Sequence[int] = (),
         extra: Sequence[str] = (),
         host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        name: str | None = None,
     ) -> Proc:
         argv = ["grape", "--dp", str(dht_port), "--aph", str(api_port), "-b", host]
         if bootstrap:
             argv += ["--bn", ",".join(f"{host}:{p}" for p in bootstrap)]
         return self.spawn(
-            f"grape-{api_port}", "grape", argv + list(extra), f"http://{host}:{api_port}"
+            name or f"grape-{api_port}",
+            "grape",
+            argv + list(extra),
+            f"http://{host}:{api_port}",
+            prefix,
         )
 
     def node(
@@ -109,15 +115,21 @@ class Cluster:
         data_dir: Path | None = None,
         extra: Sequence[str] = (),
         host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        name: str | None = None,
     ) -> Proc:
         data_dir = data_dir or self.workdir / f"node-{port}"
         argv = ["node", "--port", str(port), "--grape", grape_url, "--data-dir", str(data_dir)]
         argv += ["--host", host, *extra]
-        return self.spawn(f"node-{port}", "node", argv, f"http://{host}:{port}")
+        return self.spawn(name or f"node-{port}", "node", argv, f"http://{host}:{port}", prefix)
 
-    def spawn(self, name: str, kind: str, args: list[str], url: str) -> Proc:
+    def spawn(
+        self, name: str, kind: str, args: list[str], url: str, prefix: Sequence[str] = ()
+    ) -> Proc:
+        """Start ``p2p_offers <args>``; ``prefix`` wraps it (the test bed's ``ip netns exec``)."""
         log_path = self.workdir / f"{name}.log"
-        proc = Proc(name, [self.python, "-m", "p2p_offers", *args], url, kind, log_path)
+        argv = [*prefix, self.python, "-m", "p2p_offers", *args]
+        proc = Proc(name, argv, url, kind, log_path)
         self.procs.append(proc)
         self.start(proc)
         return proc

@@ -17,8 +17,11 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
   saves round trips and cannot lose a concurrent announcer;
 - ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
   targets) and pushed every key at once (store storms): fixed and bounded;
-- the RPC timeout is short and configurable, and contacts that timed out are
-  remembered briefly so a crawl does not wait for the same dead node again;
+- the RPC timeout follows each contact's measured round trip (``p2p_offers.rtt``,
+  RFC 6298, never below ``--rpc-timeout``), and a request that times out is sent
+  once more before its contact counts as dead, so neither a WAN round trip nor one
+  lost datagram kills a live peer; contacts that timed out are remembered briefly
+  so a crawl does not wait for the same dead node again;
 - ``find_neighbors`` (run by every handler) ranks all contacts in one pass;
 - datagrams are handled synchronously with the C ``msgpack`` (same bytes on
   the wire as rpcudp's pure-Python umsgpack): rpcudp spawns two tasks per
@@ -28,6 +31,7 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import heapq
@@ -36,6 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
@@ -48,6 +53,7 @@ from p2p_offers import records
 from p2p_offers.fields import is_seconds
 from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import RecordError
+from p2p_offers.rtt import RtoTable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
 WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
 WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
 MAX_PEERS_REPLY = 200  # addresses per find_peers reply, to stay well inside one datagram
+RESENDS = 1  # a request goes out at most twice before its contact counts as dead
 MAX_REQUEST = 8192  # rpcudp's limit on a request body; peers running rpcudp enforce it
 REQUEST, RESPONSE = b"\x00", b"\x01"
 
@@ -78,6 +85,16 @@ def never_raises(fallback: Any) -> Callable[[F], F]:
         return safe  # type: ignore[return-value]
 
     return wrap
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A request on the wire: where, the datagram (to send again), when, which attempt."""
+
+    address: tuple[str, int]
+    packet: bytes
+    sent_at: float = field(default_factory=time.monotonic)
+    attempt: int = 0
 
 
 def is_id(value: object) -> bool:
@@ -149,6 +166,11 @@ class GrapeProtocol(KademliaProtocol):
         self.storage: RecordStorage = storage
         self.peers = peers
         self._wait_timeout = rpc_timeout
+        # A contact not yet measured starts at the floor too (RFC 6298 says 1 s): a first
+        # reply slower than that costs one spurious resend, while 1 s would make every
+        # absent bootstrap node or vanished newcomer cost 3 s instead of 0.75 s.
+        self.rto = RtoTable(min_s=rpc_timeout, initial_s=rpc_timeout)
+        self._sent: dict[bytes, _Sent] = {}
         self._dead: dict[bytes, float] = {}
         self._welcomed: dict[bytes, float] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -263,17 +285,22 @@ class GrapeProtocol(KademliaProtocol):
         body = msgpack.packb([name, args])
         if len(body) > MAX_REQUEST:
             raise MalformedMessage("request over 8 KiB")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
+        packet = REQUEST + msg_id + body
         try:
-            self.transport.sendto(REQUEST + msg_id + body, address)
+            self.transport.sendto(packet, address)
         except (OSError, ValueError, TypeError, AttributeError) as exc:  # closed, bad address
             log.debug("cannot send to %s: %r", address, exc)
             future.set_result((False, None))
             return future
-        timer = loop.call_later(self._wait_timeout, self._timeout, msg_id)
-        self._outstanding[msg_id] = (future, timer)
+        self._outstanding[msg_id] = (future, self._arm(msg_id, _Sent(address, packet)))
         return future
+
+    def _arm(self, msg_id: bytes, sent: _Sent) -> asyncio.TimerHandle:
+        """The timer of one send: the contact's current RTO."""
+        self._sent[msg_id] = sent
+        timeout = self.rto.timeout(sent.address)
+        return asyncio.get_running_loop().call_later(timeout, self._timeout, msg_id)
 
     async def _call(self, node: Node, name: str, *args: Any) -> tuple[bool, Any]:
         result = await self.request((node.ip, node.port), name, self.source_node.id, *args)
@@ -329,10 +356,27 @@ class GrapeProtocol(KademliaProtocol):
         return True
 
     def _timeout(self, msg_id: bytes) -> None:
-        """Upstream logs every timeout at ERROR; with dead peers that is routine, not an error."""
+        """Back off and send again once; then the call fails (no ERROR log: that is routine)."""
+        sent = self._sent.pop(msg_id, None)
+        entry = self._outstanding.get(msg_id)
+        if sent is not None and entry is not None and not entry[0].done():
+            self.rto.timed_out(sent.address)
+            if sent.attempt < RESENDS:
+                with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                    self.transport.sendto(sent.packet, sent.address)
+                    again = _Sent(sent.address, sent.packet, time.monotonic(), sent.attempt + 1)
+                    self._outstanding[msg_id] = (entry[0], self._arm(msg_id, again))
+                    return
         entry = self._outstanding.pop(msg_id, None)
         if entry is not None and not entry[0].done():
             entry[0].set_result((False, None))
+
+    def _sample(self, msg_id: bytes, addr: tuple[str, int]) -> None:
+        """A reply's round trip feeds its contact's RTO (not one from another address)."""
+        sent = self._sent.get(msg_id)
+        if sent is not None and sent.address == addr and msg_id in self._outstanding:
+            del self._sent[msg_id]
+            self.rto.sample(addr, time.monotonic() - sent.sent_at, sent.attempt > 0)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         """Answer requests right here (every handler is synchronous); drop anything malformed."""
@@ -341,6 +385,7 @@ class GrapeProtocol(KademliaProtocol):
                 return
             kind, msg_id, body = data[:1], data[1:21], msgpack.unpackb(data[21:])
             if kind == RESPONSE:
+                self._sample(msg_id, addr)
                 self._accept_response(msg_id, body, addr)
             elif kind == REQUEST and isinstance(body, list) and len(body) == 2:
                 name, args = body
@@ -353,6 +398,7 @@ class GrapeProtocol(KademliaProtocol):
 
     def fail_outstanding(self) -> None:
         """On shutdown: every call still waiting gets its timeout answer now."""
+        self._sent.clear()
         for msg_id, (future, timer) in list(self._outstanding.items()):
             timer.cancel()
             if not future.done():
