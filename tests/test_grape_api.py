@@ -398,3 +398,76 @@ def _log(proc: Proc) -> str:
 def test_no_tracebacks_in_grape_logs(grapes):
     for proc in grapes:
         assert "Traceback" not in _log(proc), proc.log_tail()
+
+
+def dht_port(proc: Proc) -> int:
+    return int(proc.argv[proc.argv.index("--dp") + 1])
+
+
+def contacts_of(port: int) -> list[tuple[bytes, str, int]]:
+    """The contacts a grape hands out (a raw find_node for a random target: its 20 closest)."""
+    msg_id = os.urandom(20)
+    request = msgpack.packb(["find_node", [os.urandom(20), os.urandom(20)]])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(b"\x00" + msg_id + request, ("127.0.0.1", port))
+        reply = sock.recv(65536)
+    assert reply[:21] == b"\x01" + msg_id
+    return [tuple(c) for c in msgpack.unpackb(reply[21:])]
+
+
+class Impostor:
+    """One UDP socket that claims a new random node id in every datagram, and answers every
+    ping it gets with yet another: the most an attacker with one address can do."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.pings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._answer, daemon=True)
+        self._thread.start()
+
+    def flood(self, port: int, count: int) -> None:
+        for i in range(count):
+            rpc = ["ping", [os.urandom(20)]] if i % 2 else ["find_node", [os.urandom(20)] * 2]
+            self.sock.sendto(b"\x00" + os.urandom(20) + msgpack.packb(rpc), ("127.0.0.1", port))
+
+    def _answer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            if data[:1] == b"\x00" and msgpack.unpackb(data[21:])[0] == "ping":
+                self.pings += 1
+                self.sock.sendto(b"\x01" + data[1:21] + msgpack.packb(os.urandom(20)), addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def test_one_socket_claiming_1000_ids_gets_one_place_in_the_routing_table(cluster):
+    """#11.3: on main 17 of the next 20 puts failed (503 ERR_GRAPE_NO_PEERS) after this."""
+    procs = start_grapes(cluster)
+    target = dht_port(procs[0])
+    impostor = Impostor()
+    try:
+        impostor.flood(target, 1000)
+        link = Link(procs[0].url)
+        for i in range(20):
+            assert link.put({"v": f"after the flood {i} {time.time()}"})
+        key = SigningKey.generate()
+        for seq in range(1, 6):
+            link.put_mutable(key, b"v%d" % seq, seq, cas=seq - 1 if seq > 1 else None)
+        assert Link(procs[1].url).get_record(records.mutable_target(bytes(key.verify_key)).hex())
+        held = contacts_of(target)
+        assert len([c for c in held if c[2] == impostor.port]) <= 1, held
+        assert {c[2] for c in held} >= {dht_port(p) for p in procs[1:]}
+        assert impostor.pings < 20  # each claim is not a ping: checks per address are spaced
+    finally:
+        impostor.close()

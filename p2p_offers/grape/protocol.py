@@ -17,6 +17,11 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
   saves round trips and cannot lose a concurrent announcer;
 - ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
   targets) and pushed every key at once (store storms): fixed and bounded;
+- upstream adds whatever node id a datagram claims to the routing table, so
+  one socket claiming 1,000 ids filled it with contacts that never answer.
+  Here a contact enters only after it answered *our* ping at the address it
+  claims, as the id it claims; an address holds one id (a few per IP), and a
+  new id replaces the one we knew only once the old one stopped answering;
 - the RPC timeout is short and configurable, and contacts that timed out are
   remembered briefly so a crawl does not wait for the same dead node again;
 - ``find_neighbors`` (run by every handler) ranks all contacts in one pass;
@@ -57,6 +62,9 @@ WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
 WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
 WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
 MAX_PEERS_REPLY = 200  # addresses per find_peers reply, to stay well inside one datagram
+VERIFY_PARALLEL = 64  # claimed contacts being checked with a ping at once; more wait for later
+VERIFY_COOLDOWN = 5.0  # seconds before a claim from the same address is checked again
+IDS_PER_IP = 4  # node ids of one (non-loopback) IP address in the routing table
 MAX_REQUEST = 8192  # rpcudp's limit on a request body; peers running rpcudp enforce it
 REQUEST, RESPONSE = b"\x00", b"\x01"
 
@@ -105,6 +113,14 @@ def parse_nodes(value: object, exclude: bytes) -> list[Node]:
 
 
 @functools.lru_cache(maxsize=4096)
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_ip(text: str) -> bool:
     """Only IP addresses: a host name from a peer would make us resolve it, or fail to send."""
     try:
@@ -143,6 +159,7 @@ class GrapeProtocol(KademliaProtocol):
         ksize: int,
         peers: PeerTable,
         rpc_timeout: float,
+        ids_per_ip: int = IDS_PER_IP,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = GrapeRoutingTable(self, ksize, source_node)
@@ -151,6 +168,9 @@ class GrapeProtocol(KademliaProtocol):
         self._wait_timeout = rpc_timeout
         self._dead: dict[bytes, float] = {}
         self._welcomed: dict[bytes, float] = {}
+        self.ids_per_ip = ids_per_ip
+        self._verifying: set[tuple[str, int]] = set()
+        self._checked: dict[tuple[str, int], float] = {}  # address -> no new check before
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- handlers: the other nodes' requests -------------------------------------------------
@@ -280,7 +300,14 @@ class GrapeProtocol(KademliaProtocol):
         return self.handle_call_response(result, node)
 
     async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
-        return await self._call(node_to_ask, "ping")
+        """A ping's answer is the one proof of who listens at an address: admit that id."""
+        address = (node_to_ask.ip, node_to_ask.port)
+        ok, answer = await self.request(address, "ping", self.source_node.id)
+        if not ok:
+            return self.handle_call_response((False, None), node_to_ask)
+        if is_id(answer):
+            self.admit_answer(address, answer)
+        return ok, answer
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
         return await self._call(node_to_ask, "find_node", node_to_find.id)
@@ -362,7 +389,106 @@ class GrapeProtocol(KademliaProtocol):
     # -- hand-off to newcomers ---------------------------------------------------------------
 
     def welcome_if_new(self, node: Node) -> None:
-        """Add a contact; hand a newcomer the items it is now responsible for.
+        """``node`` claims its id at its address (a request from it, or an answer to ours).
+
+        A contact we hold at that very address is refreshed; anything else is only
+        a claim, checked with a ping of our own (``_verify``): a datagram's id and
+        source are whatever its sender chose.
+        """
+        if node.id == self.source_node.id:
+            return
+        if self._admitted(node):
+            self._dead.pop(node.id, None)
+            self.router.add_contact(node)  # moves it to its bucket's tail: recently seen
+            return
+        self._verify(node)
+
+    def _admitted(self, node: Node) -> bool:
+        bucket = self.router.buckets[self.router.get_bucket_for(node)]
+        known = bucket.nodes.get(node.id)
+        return known is not None and (known.ip, known.port) == (node.ip, node.port)
+
+    def _all_contacts(self) -> list[Node]:
+        """Contacts and replacement contacts (upstream promotes the latter unasked)."""
+        return [
+            node
+            for bucket in self.router.buckets
+            for nodes in (bucket.nodes, bucket.replacement_nodes)
+            for node in nodes.values()
+        ]
+
+    def _verify(self, node: Node) -> None:
+        """Ping the claimed address in the background; one check per address at a time,
+        none again for ``VERIFY_COOLDOWN``, at most ``VERIFY_PARALLEL`` in flight: a flood
+        of claims costs us a bounded number of pings and never reaches the table."""
+        address = (node.ip, node.port)
+        now = time.monotonic()
+        if (
+            address in self._verifying
+            or len(self._verifying) >= VERIFY_PARALLEL
+            or self._checked.get(address, 0.0) > now
+        ):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # handlers called outside a loop (unit tests): nothing to check
+            return
+        self._verifying.add(address)
+        if len(self._checked) > 10_000:
+            self._checked = {a: t for a, t in self._checked.items() if t > now}
+        self._checked[address] = now + VERIFY_COOLDOWN
+        task = loop.create_task(self._check(address))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _check(self, address: tuple[str, int]) -> None:
+        try:
+            ok, answer = await self.request(address, "ping", self.source_node.id)
+        finally:
+            self._verifying.discard(address)
+        if ok and is_id(answer):
+            self.admit_answer(address, answer)
+
+    def admit_answer(self, address: tuple[str, int], node_id: bytes) -> None:
+        """``address`` answered our ping as ``node_id``: that is who lives there now.
+
+        - another id we held at this address no longer answers there: it goes;
+        - the same id held at another address keeps its place while it answers
+          there (checked with a ping); only if it does not is it moved here;
+        - a non-loopback IP holds at most ``ids_per_ip`` ids (loopback is this
+          machine's own processes, as in tests and ``start-all``).
+        """
+        if node_id == self.source_node.id:
+            return
+        node = Node(node_id, address[0], address[1])
+        moved: Node | None = None
+        same_ip = 0
+        for other in self._all_contacts():
+            here = (other.ip, other.port) == address
+            if here and other.id != node_id:
+                self.router.remove_contact(other)
+            elif other.id == node_id and not here:
+                moved = other
+            elif other.ip == address[0] and not here:
+                same_ip += 1
+        if moved is not None:
+            task = asyncio.ensure_future(self._move(moved, node))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        if same_ip >= self.ids_per_ip and not _is_loopback(address[0]):
+            return
+        self._admit(node)
+
+    async def _move(self, old: Node, new: Node) -> None:
+        ok, answer = await self.request((old.ip, old.port), "ping", self.source_node.id)
+        if ok and answer == old.id:
+            return  # the id still answers where we knew it: the newcomer is an impostor
+        self.router.remove_contact(old)
+        self.admit_answer((new.ip, new.port), new.id)
+
+    def _admit(self, node: Node) -> None:
+        """Add a verified contact; hand a newcomer the items it is now responsible for.
 
         Upstream built ``Node(digest(key))`` for keys that already are digests, so
         it handed the wrong keys to the wrong nodes, and it pushed them all at once.
@@ -370,9 +496,10 @@ class GrapeProtocol(KademliaProtocol):
         ``WELCOME_MEMORY``, and the hand-off is one bounded background task.
         """
         self._dead.pop(node.id, None)
-        if node.id == self.source_node.id or not self.router.is_new_node(node):
-            return
+        new = self.router.is_new_node(node)
         self.router.add_contact(node)
+        if not new:
+            return
         now = time.monotonic()
         if self._welcomed.get(node.id, 0.0) > now or not (len(self.storage) or len(self.peers)):
             return

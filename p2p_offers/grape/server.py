@@ -67,7 +67,12 @@ class GrapeServer(Server):
 
     def _create_protocol(self) -> GrapeProtocol:
         return GrapeProtocol(
-            self.node, self.storage, self.ksize, self.peers, self.config.rpc_timeout
+            self.node,
+            self.storage,
+            self.ksize,
+            self.peers,
+            self.config.rpc_timeout,
+            self.config.ids_per_ip,
         )
 
     def refresh_table(self, interval: int = 3600) -> None:
@@ -129,7 +134,7 @@ class GrapeServer(Server):
         joined = False
         for addr, (ok, node_id) in zip(missing, answers, strict=True):
             if ok and is_id(node_id) and node_id != self.node.id:
-                self.protocol.welcome_if_new(Node(node_id, addr[0], addr[1]))
+                self.protocol.admit_answer(addr, node_id)
                 joined = True
         if not joined:
             return []
