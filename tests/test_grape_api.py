@@ -471,3 +471,20 @@ def test_one_socket_claiming_1000_ids_gets_one_place_in_the_routing_table(cluste
         assert impostor.pings < 20  # each claim is not a ping: checks per address are spaced
     finally:
         impostor.close()
+
+
+def test_an_announcement_flood_keeps_the_genuine_entry_first(cluster):
+    """#11.4: on main 1,100 third-party announces pushed the genuine entry out of the name."""
+    procs = start_grapes(cluster)
+    links = [Link(p.url) for p in procs]
+    name = "flooded"
+    links[1].announce(name, 4000)  # the host itself (the grape sees 127.0.0.1)
+    for i in range(1100):
+        links[0].announce(name, 1 + i % 60000, f"10.{i // 250}.{i % 250}.1")
+    for link in links:
+        found = link.lookup(name)
+        assert found[0] == "127.0.0.1:4000" and len(found) == 1 + 16, found[:5]
+        assert all(p.startswith("10.") for p in found[1:])
+    for port in range(5000, 5100):  # one machine announcing itself at many ports is bounded too
+        links[2].announce("crowded", port)
+    assert [len(link.lookup("crowded")) for link in links] == [64, 64, 64]

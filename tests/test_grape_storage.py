@@ -418,3 +418,52 @@ def test_an_id_moves_only_once_its_old_address_stops_answering():
                 server.stop()
 
     asyncio.run(scenario())
+
+
+# -- announcement floods (#11.4) --------------------------------------------------------------
+
+
+def test_one_announcer_has_a_bounded_share_of_a_name(clock):
+    table = PeerTable(ttl=100, clock=clock, own_per_announcer=3, third_party_per_announcer=2)
+    key = b"n" * 20
+    for port in range(1, 50):
+        clock.now += 0.01
+        table.add(key, f"10.9.9.{port}:80", origin="10.0.0.1")  # made-up third parties
+        table.add(key, f"10.0.0.1:{port}", origin="10.0.0.1")  # its own ports
+    # its newest entries replace its oldest: 3 own, 2 third-party, own ones first
+    assert table.get(key) == [
+        *(f"10.0.0.1:{p}" for p in (47, 48, 49)),
+        "10.9.9.48:80",
+        "10.9.9.49:80",
+    ]
+    assert table.add(key, "10.0.0.2:1", origin="10.0.0.2")  # others are not affected
+    assert len(table.get(key)) == 6
+
+
+def test_third_party_entries_never_evict_a_hosts_own(clock):
+    table = PeerTable(ttl=100, max_peers=3, clock=clock, third_party_per_announcer=1000)
+    key = b"n" * 20
+    table.add(key, "10.0.0.1:1", origin="10.0.0.1")
+    table.add(key, "[::1]:2", origin="::1")  # IPv6 in brackets is still the host itself
+    for i in range(100):
+        clock.now += 0.01
+        table.add(key, f"10.8.{i}.1:1", origin="10.7.7.7")
+    assert table.get(key) == ["10.0.0.1:1", "[::1]:2", "10.8.99.1:1"]
+    assert table.add(key, "10.0.0.3:3", origin="10.0.0.3")  # own evicts a third party
+    assert table.get(key) == ["10.0.0.1:1", "[::1]:2", "10.0.0.3:3"]
+    assert not table.add(key, "10.8.0.9:1", origin="10.7.7.7")  # only own ones left: refused
+    assert table.add(key, "10.0.0.4:4", origin="10.0.0.4")  # own ones make room among themselves
+    assert len(table.get(key)) == 3
+
+
+def test_only_a_grape_in_the_routing_table_may_name_an_announcements_origin(protocol):
+    key = b"\x05" * 20
+    stranger = ("10.0.0.9", 7)
+    for i in range(40):  # a raw sender naming 40 origins is still one announcer: itself
+        answer = protocol.rpc_announce(stranger, PEER_ID, key, f"10.1.0.{i}:1", 60, f"10.2.0.{i}")
+        assert answer["stored"] is True
+    assert len(protocol.peers.get(key)) == 16
+    protocol.admit_answer(SENDER, PEER_ID)
+    protocol.rpc_announce(SENDER, PEER_ID, key, "10.3.0.1:1", 60, "10.3.0.1")  # relayed: own
+    reply = protocol.rpc_find_peers(SENDER, PEER_ID, key)
+    assert (reply["peers"][0], reply["own"]) == ("10.3.0.1:1", 1)

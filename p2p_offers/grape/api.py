@@ -127,7 +127,7 @@ async def announce(request: web.Request, data: Any) -> int:
         peer = peer_address(host, port)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ApiError(400, "ERR_GRAPE_ANNOUNCE", str(exc)) from None
-    return await request.app[SERVER].announce(key, peer)
+    return await request.app[SERVER].announce(key, peer, request.remote)
 
 
 async def lookup(request: web.Request, data: Any) -> list[str]:

@@ -40,7 +40,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import msgpack
@@ -239,26 +239,41 @@ class GrapeProtocol(KademliaProtocol):
 
     @never_raises({"stored": False, "nodes": []})
     def rpc_announce(
-        self, sender: tuple[str, int], nodeid: bytes, key: bytes, peer: str, ttl: float
+        self,
+        sender: tuple[str, int],
+        nodeid: bytes,
+        key: bytes,
+        peer: str,
+        ttl: float,
+        origin: str | None = None,
     ) -> dict[str, Any]:
-        """Add ``peer`` to the set at ``key``: whether we did, and our closest contacts."""
+        """Add ``peer`` to the set at ``key``: whether we did, and our closest contacts.
+
+        ``origin`` is who announced it, as the grape that took the announce saw
+        them; only a grape in our routing table (it answered our ping) may name
+        one, anybody else is held to the address its datagram came from.
+        """
         source = self._welcome(sender, nodeid)
         if not is_id(key):
             return {"stored": False, "nodes": []}
-        stored = is_peer_address(peer) and is_seconds(ttl)
-        if stored:
-            self.peers.add(key, peer, ttl)
+        trusted = isinstance(origin, str) and _is_ip(origin) and self._admitted(source)
+        who = origin if trusted else sender[0]
+        stored = is_peer_address(peer) and is_seconds(ttl) and self.peers.add(key, peer, ttl, who)
         return {"stored": stored, "nodes": self._neighbors(key, source)}
 
     @never_raises(None)
     def rpc_find_peers(
         self, sender: tuple[str, int], nodeid: bytes, key: bytes
     ) -> dict[str, Any] | None:
+        """The peers at ``key`` (those announced by the hosts themselves first, ``own`` of
+        them) and our closest contacts."""
         source = self._welcome(sender, nodeid)
         if not is_id(key):
             return None
+        ranked = self.peers.ranked(key)[:MAX_PEERS_REPLY]
         return {
-            "peers": self.peers.get(key)[:MAX_PEERS_REPLY],
+            "peers": [peer for peer, _ in ranked],
+            "own": sum(1 for _, own in ranked if own),
             "nodes": self._neighbors(key, source),
         }
 
@@ -327,9 +342,9 @@ class GrapeProtocol(KademliaProtocol):
         return await self._call(node, "put", key, value, cas, ttl)
 
     async def call_announce(
-        self, node: Node, key: bytes, peer: str, ttl: float
+        self, node: Node, key: bytes, peer: str, ttl: float, origin: str | None
     ) -> tuple[bool, Any]:
-        return await self._call(node, "announce", key, peer, ttl)
+        return await self._call(node, "announce", key, peer, ttl, origin)
 
     def handle_call_response(self, result: tuple[bool, Any], node: Node) -> tuple[bool, Any]:
         """As upstream, plus: remember who timed out, so crawls skip them for a while."""
@@ -429,17 +444,24 @@ class GrapeProtocol(KademliaProtocol):
             or self._checked.get(address, 0.0) > now
         ):
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # handlers called outside a loop (unit tests): nothing to check
-            return
         self._verifying.add(address)
         if len(self._checked) > 10_000:
             self._checked = {a: t for a, t in self._checked.items() if t > now}
         self._checked[address] = now + VERIFY_COOLDOWN
-        task = loop.create_task(self._check(address))
+        if not self._background(self._check(address)):
+            self._verifying.discard(address)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` as a task of ours; without a running loop (handlers called directly
+        in unit tests) there is nobody to talk to, and it is dropped."""
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:
+            work.close()
+            return False
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return True
 
     async def _check(self, address: tuple[str, int]) -> None:
         try:
@@ -472,9 +494,7 @@ class GrapeProtocol(KademliaProtocol):
             elif other.ip == address[0] and not here:
                 same_ip += 1
         if moved is not None:
-            task = asyncio.ensure_future(self._move(moved, node))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._background(self._move(moved, node))
             return
         if same_ip >= self.ids_per_ip and not _is_loopback(address[0]):
             return
@@ -506,9 +526,7 @@ class GrapeProtocol(KademliaProtocol):
         if len(self._welcomed) > 10_000:
             self._welcomed = {k: t for k, t in self._welcomed.items() if t > now}
         self._welcomed[node.id] = now + WELCOME_MEMORY
-        task = asyncio.ensure_future(self._hand_off(node))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._background(self._hand_off(node))
 
     def _newcomer_is_close(self, node: Node, key: bytes, others: list[int]) -> bool:
         """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest.
