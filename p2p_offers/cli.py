@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     node = sub.add_parser("node", help="run an exchange node")
     node.add_argument("--port", type=_port, required=True)
-    node.add_argument("--grape", required=True, help="URL of this node's grape API")
+    node.add_argument(
+        "--grape",
+        required=True,
+        action="append",
+        help="URL of a grape API; several (repeated or comma-separated) to fail over between",
+    )
     node.add_argument("--data-dir", type=Path, required=True)
     node.add_argument("--host", default="127.0.0.1", help="address the REST API binds to")
     node.add_argument("--announce-host", default=None, help="address peers should dial")
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(
             NodeConfig(
                 port=args.port,
-                grape=args.grape,
+                grape=",".join(args.grape),
                 data_dir=args.data_dir,
                 host=args.host,
                 announce_host=args.announce_host,

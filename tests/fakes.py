@@ -79,6 +79,9 @@ class MemoryDht:
         with self._lock:
             return self.records.get(hash_)
 
+    def status(self) -> dict[str, Any]:
+        return {"grape": "memory", "announced": not self.down, "last_error": None}
+
     def close(self) -> None:
         pass
 

@@ -14,7 +14,7 @@ MIN_OFFER_TTL_S = 30
 @dataclass(frozen=True)
 class NodeConfig:
     port: int
-    grape: str  # base URL of this node's grape, e.g. http://127.0.0.1:30001
+    grape: str  # base URL(s) of this node's grapes, comma-separated: http://127.0.0.1:30001
     data_dir: Path
     host: str = "127.0.0.1"  # address the REST API binds to
     announce_host: str | None = None  # address peers should dial; None: as the grape sees us

@@ -69,6 +69,7 @@ class Peers:
         self._identities: dict[str, str] = {}  # address -> client_id
         self._shunned: dict[str, tuple[float, int]] = {}  # address -> (probe again at, failures)
         self._probing: set[str] = set()
+        self._lookup_failing = False
         self._nodes: list[Peer] | None = None
         self._nodes_at = 0.0
         self._owners: dict[str, tuple[float, list[str]]] = {}
@@ -114,9 +115,16 @@ class Peers:
         try:
             addresses = self.dht.lookup(NODE_SERVICE)
         except GrapeError as exc:
-            log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
+            with self._lock:
+                first, self._lookup_failing = not self._lookup_failing, True
+            if first:  # once per change, not once a second while the DHT is away
+                log.warning("lookup %s failing (keeping the last peer list): %s", NODE_SERVICE, exc)
             with self._lock:
                 return self._nodes or []
+        with self._lock:
+            recovered, self._lookup_failing = self._lookup_failing, False
+        if recovered:
+            log.info("lookup %s works again", NODE_SERVICE)
         now = time.monotonic()
         with self._lock:
             unknown = [
