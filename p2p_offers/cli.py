@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from p2p_offers.grape.config import GrapeConfig
-from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.config import NodeConfig, announce_problem
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -87,19 +87,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         from p2p_offers.node.http.app import serve
 
-        return serve(
-            NodeConfig(
-                port=args.port,
-                grape=",".join(args.grape),
-                data_dir=args.data_dir,
-                host=args.host,
-                announce_host=args.announce_host,
-                api_token=args.api_token,
-                offer_ttl_s=args.offer_ttl,
-                announce_interval_s=args.announce_interval,
-                sync_interval_s=args.sync_interval,
-            )
+        config = NodeConfig(
+            port=args.port,
+            grape=",".join(args.grape),
+            data_dir=args.data_dir,
+            host=args.host,
+            announce_host=args.announce_host,
+            api_token=args.api_token,
+            offer_ttl_s=args.offer_ttl,
+            announce_interval_s=args.announce_interval,
+            sync_interval_s=args.sync_interval,
         )
+        try:
+            problem = announce_problem(config)  # docs/hardening.md: refuse, do not hide it
+        except ValueError as exc:
+            problem = f"--grape: {exc}"
+        if problem:
+            logging.getLogger("p2p_offers.node").error("node not started: %s", problem)
+            return 2
+        return serve(config)
     from p2p_offers.cluster import start_all
 
     return start_all(args.grapes, args.nodes, args.data_dir)

@@ -15,7 +15,7 @@ addresses from their threads while a refresh probes and reads them.
 Anybody can announce anything under ``p2p_offers:node``. An address that does
 not answer as a p2p-offers node (no answer, or no valid ``client_id``) is not
 asked again for a while (``SHUN_S``, doubling per failure up to ``SHUN_MAX_S``),
-and a refresh waits for its probes at most one identify timeout: the probes
+and a refresh waits for its probes at most ``PROBE_WAIT_S``: the probes
 still running finish in the background and count from the next refresh on.
 So 200 junk entries cost one round of probes, not a delay on every refresh.
 """
@@ -30,14 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from p2p_offers.link import GrapeError
-from p2p_offers.node.network.client import PeerClient, PeerTimeouts
+from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
 
 log = logging.getLogger(__name__)
 
 NODE_SERVICE = "p2p_offers:node"
-SHUN_S = 30.0  # an address that did not answer as a node is not probed again for this long
+SHUN_S = 5.0  # an address that did not answer as a node is not probed again for this long
 SHUN_MAX_S = 600.0  # ... doubling with each further failure, up to this
+PROBE_WAIT_S = 1.0  # a refresh waits this long for its probes; slower ones finish later
 
 
 def owner_service(client_id: str) -> str:
@@ -57,7 +58,7 @@ class Peers:
         client: PeerClient,
         my_id: str,
         ttl_s: float = 2.0,
-        probe_wait_s: float = PeerTimeouts.identify_s,
+        probe_wait_s: float = PROBE_WAIT_S,
     ) -> None:
         self.dht = dht
         self.probe_wait_s = probe_wait_s  # how long a refresh waits for its probes
