@@ -488,3 +488,45 @@ def test_an_announcement_flood_keeps_the_genuine_entry_first(cluster):
     for port in range(5000, 5100):  # one machine announcing itself at many ports is bounded too
         links[2].announce("crowded", port)
     assert [len(link.lookup("crowded")) for link in links] == [64, 64, 64]
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = requests.get(f"{url}/metrics", timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(resp.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_rpcs_records_peers_and_requests(cluster):
+    procs = start_grapes(cluster)
+    link = Link(procs[0].url)
+    before = scrape(procs[0].url)
+    hash_ = link.put({"v": f"counted {time.time()}"})
+    assert link.get(hash_) is not None
+    link.announce("metered", 1000)
+    assert link.lookup("metered") == ["127.0.0.1:1000"]
+    assert post(procs[0].url, "get", b'{"data": 5}').status_code == 400
+    after = scrape(procs[0].url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    for kind in ("put", "get", "announce", "lookup"):
+        assert delta("grape_http_requests_total", type=kind, outcome="ok") == 1
+    assert delta("grape_http_requests_total", type="get", outcome="ERR_GRAPE_HASH_FORMAT") == 1
+    assert delta("grape_http_request_seconds_count", type="put") == 1
+    assert delta("grape_dht_rpc_sent_total", rpc="put", outcome="answered") == 2  # two others
+    assert delta("grape_dht_rpc_sent_total", rpc="announce", outcome="answered") == 2
+    assert delta("grape_dht_rpc_seconds_count", rpc="put") == 2
+    assert after[("grape_contacts", ())] == 2 and after[("grape_records", ())] >= 1
+    assert after[("grape_announcements", ())] >= 1
+    assert after[("grape_dht_contacts_checked_total", (("outcome", "admitted"),))] >= 2
+    received = scrape(procs[1].url)
+    assert received[("grape_dht_rpc_received_total", (("rpc", "put"),))] >= 1
+    assert requests.post(f"{procs[0].url}/metrics", json={}, timeout=5).status_code == 404

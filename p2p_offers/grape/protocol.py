@@ -51,6 +51,7 @@ from rpcudp.exceptions import MalformedMessage
 
 from p2p_offers import records
 from p2p_offers.fields import is_seconds
+from p2p_offers.grape.metrics import GrapeMetrics
 from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import RecordError
 
@@ -160,6 +161,7 @@ class GrapeProtocol(KademliaProtocol):
         peers: PeerTable,
         rpc_timeout: float,
         ids_per_ip: int = IDS_PER_IP,
+        metrics: GrapeMetrics | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = GrapeRoutingTable(self, ksize, source_node)
@@ -169,6 +171,7 @@ class GrapeProtocol(KademliaProtocol):
         self._dead: dict[bytes, float] = {}
         self._welcomed: dict[bytes, float] = {}
         self.ids_per_ip = ids_per_ip
+        self.metrics = metrics or GrapeMetrics()
         self._verifying: set[tuple[str, int]] = set()
         self._checked: dict[tuple[str, int], float] = {}  # address -> no new check before
         self.tasks: set[asyncio.Task[None]] = set()
@@ -308,6 +311,13 @@ class GrapeProtocol(KademliaProtocol):
             return future
         timer = loop.call_later(self._wait_timeout, self._timeout, msg_id)
         self._outstanding[msg_id] = (future, timer)
+        started, metrics = loop.time(), self.metrics
+
+        def count(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled():
+                metrics.sent(name, bool(done.result()[0]), loop.time() - started)
+
+        future.add_done_callback(count)
         return future
 
     async def _call(self, node: Node, name: str, *args: Any) -> tuple[bool, Any]:
@@ -387,6 +397,7 @@ class GrapeProtocol(KademliaProtocol):
             elif kind == REQUEST and isinstance(body, list) and len(body) == 2:
                 name, args = body
                 handler = getattr(self, f"rpc_{name}", None) if isinstance(name, str) else None
+                self.metrics.received(name if handler is not None else "other")
                 if handler is not None and isinstance(args, list):
                     answer = msgpack.packb(handler(addr, *args))
                     self.transport.sendto(RESPONSE + msg_id + answer, addr)
@@ -469,9 +480,11 @@ class GrapeProtocol(KademliaProtocol):
         finally:
             self._verifying.discard(address)
         if ok and is_id(answer):
-            self.admit_answer(address, answer)
+            self.metrics.checked("admitted" if self.admit_answer(address, answer) else "refused")
+        else:
+            self.metrics.checked("silent")
 
-    def admit_answer(self, address: tuple[str, int], node_id: bytes) -> None:
+    def admit_answer(self, address: tuple[str, int], node_id: bytes) -> bool:
         """``address`` answered our ping as ``node_id``: that is who lives there now.
 
         - another id we held at this address no longer answers there: it goes;
@@ -479,9 +492,11 @@ class GrapeProtocol(KademliaProtocol):
           there (checked with a ping); only if it does not is it moved here;
         - a non-loopback IP holds at most ``ids_per_ip`` ids (loopback is this
           machine's own processes, as in tests and ``start-all``).
+
+        True if it is (or may yet be, once a moved id's old address was asked) admitted.
         """
         if node_id == self.source_node.id:
-            return
+            return False
         node = Node(node_id, address[0], address[1])
         moved: Node | None = None
         same_ip = 0
@@ -494,11 +509,11 @@ class GrapeProtocol(KademliaProtocol):
             elif other.ip == address[0] and not here:
                 same_ip += 1
         if moved is not None:
-            self._background(self._move(moved, node))
-            return
+            return self._background(self._move(moved, node))  # decided once the old one answers
         if same_ip >= self.ids_per_ip and not _is_loopback(address[0]):
-            return
+            return False
         self._admit(node)
+        return True
 
     async def _move(self, old: Node, new: Node) -> None:
         ok, answer = await self.request((old.ip, old.port), "ping", self.source_node.id)

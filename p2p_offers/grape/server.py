@@ -35,6 +35,7 @@ from kademlia.node import Node
 from p2p_offers import records
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.grape.crawling import Call, Crawl
+from p2p_offers.grape.metrics import GrapeMetrics
 from p2p_offers.grape.protocol import MAX_PEERS_REPLY, OK, GrapeProtocol, is_id
 from p2p_offers.grape.storage import PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import Record, RecordError
@@ -64,6 +65,10 @@ class GrapeServer(Server):
         self.peers = PeerTable(ttl=config.announce_ttl_ms / 1000)
         self._closest: dict[bytes, tuple[float, list[Node]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.metrics = GrapeMetrics()
+        self.metrics.watch("records", lambda: len(self.storage))
+        self.metrics.watch("announcements", lambda: len(self.peers))
+        self.metrics.watch("contacts", lambda: len(self.contacts()) if self.protocol else 0)
 
     def _create_protocol(self) -> GrapeProtocol:
         return GrapeProtocol(
@@ -73,6 +78,7 @@ class GrapeServer(Server):
             self.peers,
             self.config.rpc_timeout,
             self.config.ids_per_ip,
+            self.metrics,
         )
 
     def refresh_table(self, interval: int = 3600) -> None:
