@@ -80,7 +80,8 @@ class MemoryDht:
             return self.records.get(hash_)
 
     def status(self) -> dict[str, Any]:
-        return {"grape": "memory", "announced": not self.down, "last_error": None}
+        up = not self.down
+        return {"grape": "memory", "grapes": ["memory"], "announced": up, "last_error": None}
 
     def close(self) -> None:
         pass
