@@ -18,6 +18,7 @@ dozen RPCs, each counted and timed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -73,6 +74,7 @@ class GrapeMetrics:
         self._rpc_seconds = {name: seconds.labels(name) for name in names}
         self._checked = {o: checked.labels(o) for o in ("admitted", "refused", "silent")}
         self._http_seconds = {t: http_seconds.labels(t) for t in (*HTTP_TYPES, "other")}
+        self._http_children: dict[tuple[str, str], Any] = {}
         self._gauges = {
             name: Gauge(f"grape_{name}", text, registry=registry)
             for name, text in (
@@ -102,7 +104,10 @@ class GrapeMetrics:
 
     def http(self, kind: str, outcome: str, seconds: float) -> None:
         kind = kind if kind in self._http_seconds else "other"
-        self._http.labels(kind, outcome).inc()
+        child = self._http_children.get((kind, outcome))
+        if child is None:  # outcomes are the API's own error names: a small, fixed set
+            child = self._http_children[(kind, outcome)] = self._http.labels(kind, outcome)
+        child.inc()
         self._http_seconds[kind].observe(seconds)
 
     def render(self) -> bytes:
