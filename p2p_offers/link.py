@@ -88,6 +88,7 @@ class Link:
         self._current = 0  # the grape that answered last
         self._skip: dict[str, tuple[float, int]] = {}  # url -> (skipped until, failures)
         self._grape_lock = threading.Lock()
+        self._no_grape: str | None = None  # why the last request failed on every grape
         self.timeout = timeout
         self._session = requests.Session()
         # The grape is addressed directly, never through a proxy, and with the environment
@@ -138,6 +139,8 @@ class Link:
             self._answered(url)
             return body
         assert last is not None
+        with self._grape_lock:
+            self._no_grape = str(last)
         raise last
 
     def _order(self) -> list[str]:
@@ -157,6 +160,7 @@ class Link:
             moved = index != self._current
             self._current = index
             self._skip.pop(url, None)
+            self._no_grape = None
         if moved:
             log.info("using grape %s", url)
 
@@ -293,14 +297,21 @@ class Link:
 
     def status(self) -> dict[str, Any]:
         """How announcing stands: the grape in use, whether every name is announced, and
-        the last error while one is not (for a node's ``/health``)."""
+        the last error while one is not (for a node's ``/health``).
+
+        Not announced either when the last request of any kind failed on every grape:
+        the entries may still be in the DHT, but nothing keeps them there.
+        """
+        with self._grape_lock:
+            no_grape = self._no_grape
         with self._announce_lock:
             announced = (
                 bool(self._announcing)
                 and self._announced_via is not None
                 and not any(e in self._announce_failures for e in self._announcing)
+                and no_grape is None
             )
-            error = self._announce_error
+            error = self._announce_error or no_grape
         return {
             "grape": self.grape,
             "grapes": list(self.grapes),
