@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -473,18 +474,44 @@ def test_one_socket_claiming_1000_ids_gets_one_place_in_the_routing_table(cluste
         impostor.close()
 
 
+def peers_held_by(port: int, name: str) -> dict:
+    """A grape's own entries for a service name (a raw find_peers RPC, no crawl)."""
+    msg_id = os.urandom(20)
+    key = hashlib.sha1(name.encode()).digest()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(
+            b"\x00" + msg_id + msgpack.packb(["find_peers", [os.urandom(20), key]]),
+            ("127.0.0.1", port),
+        )
+        reply = sock.recv(65536)
+    assert reply[:21] == b"\x01" + msg_id
+    return msgpack.unpackb(reply[21:])
+
+
 def test_an_announcement_flood_keeps_the_genuine_entry_first(cluster):
     """#11.4: on main 1,100 third-party announces pushed the genuine entry out of the name."""
     procs = start_grapes(cluster)
     links = [Link(p.url) for p in procs]
     name = "flooded"
     links[1].announce(name, 4000)  # the host itself (the grape sees 127.0.0.1)
-    for i in range(1100):
-        links[0].announce(name, 1 + i % 60000, f"10.{i // 250}.{i % 250}.1")
-    for link in links:
+
+    def junk(part: int) -> None:
+        for i in range(part, 1100, 8):
+            links[0].announce(name, 1 + i, f"10.{i // 250}.{i % 250}.1")
+
+    flooders = [threading.Thread(target=junk, args=(part,)) for part in range(8)]
+    for thread in flooders:
+        thread.start()
+    for thread in flooders:
+        thread.join()
+    for link, proc in zip(links, procs, strict=True):
         found = link.lookup(name)
-        assert found[0] == "127.0.0.1:4000" and len(found) == 1 + 16, found[:5]
-        assert all(p.startswith("10.") for p in found[1:])
+        assert found[0] == "127.0.0.1:4000", found[:5]
+        assert all(p.startswith("10.") for p in found[1:]) and len(found) <= 1 + 3 * 16
+        held = peers_held_by(dht_port(proc), name)  # what this grape itself stores
+        assert held["peers"][0] == "127.0.0.1:4000" and held["own"] == 1
+        assert len(held["peers"]) == 1 + 16
     for port in range(5000, 5100):  # one machine announcing itself at many ports is bounded too
         links[2].announce("crowded", port)
     assert [len(link.lookup("crowded")) for link in links] == [64, 64, 64]
