@@ -28,8 +28,8 @@ class PeerTimeouts:
     """Seconds to wait for each kind of call (a bid's owner may be busy settling a batch).
 
     ``bid_total_s`` bounds one burst of attempts at a bid (the taker tries each of
-    the owner's addresses, and the first one twice): every attempt that follows
-    the previous one within ``BURST_GAP_S`` shares that budget, so a bid to an
+    the owner's addresses, and the first one twice): every attempt that starts
+    within ``BURST_GAP_S`` of the previous one's end shares that budget, so a bid to an
     owner that does not answer is decided (in doubt, or unreachable) within it,
     however many addresses the owner announced. Resends of a bid in doubt come
     later and start a budget of their own.
@@ -55,7 +55,10 @@ class OffersPage:
     next: str | None
 
 
-BURST_GAP_S = 0.1  # attempts at a bid closer together than this are one burst
+# Attempts at a bid that start within this of the previous one's end are one burst: the
+# taker's tries follow each other at once (after at most a database write, when a bid goes
+# in doubt); the resolver's resends of a bid in doubt soon come further apart.
+BURST_GAP_S = 1.0
 
 
 class PeerClient:
@@ -97,7 +100,8 @@ class PeerClient:
                 self._bursts = {k: v for k, v in self._bursts.items() if now - v[1] < BURST_GAP_S}
             held = self._bursts.get(bid_id)
             start = held[0] if held is not None and now - held[1] < BURST_GAP_S else now
-            self._bursts[bid_id] = (start, now)
+            if held is None or start == now:
+                self._bursts[bid_id] = (start, now)  # a new burst (its end set once sent)
         left = start + self.timeouts.bid_total_s - now
         return min(self.timeouts.bid_s, left) if left > 0.01 else 0.0
 
