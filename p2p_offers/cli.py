@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from p2p_offers.grape.config import GrapeConfig
-from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.config import NodeConfig, announce_problem
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     node = sub.add_parser("node", help="run an exchange node")
     node.add_argument("--port", type=_port, required=True)
-    node.add_argument("--grape", required=True, help="URL of this node's grape API")
+    node.add_argument(
+        "--grape",
+        required=True,
+        action="append",
+        help="URL of a grape API; several (repeated or comma-separated) to fail over between",
+    )
     node.add_argument("--data-dir", type=Path, required=True)
     node.add_argument("--host", default="127.0.0.1", help="address the REST API binds to")
     node.add_argument("--announce-host", default=None, help="address peers should dial")
@@ -89,19 +94,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         from p2p_offers.node.http.app import serve
 
-        return serve(
-            NodeConfig(
-                port=args.port,
-                grape=args.grape,
-                data_dir=args.data_dir,
-                host=args.host,
-                announce_host=args.announce_host,
-                api_token=args.api_token,
-                offer_ttl_s=args.offer_ttl,
-                announce_interval_s=args.announce_interval,
-                sync_interval_s=args.sync_interval,
-            )
+        config = NodeConfig(
+            port=args.port,
+            grape=",".join(args.grape),
+            data_dir=args.data_dir,
+            host=args.host,
+            announce_host=args.announce_host,
+            api_token=args.api_token,
+            offer_ttl_s=args.offer_ttl,
+            announce_interval_s=args.announce_interval,
+            sync_interval_s=args.sync_interval,
         )
+        try:
+            problem = announce_problem(config)  # docs/hardening.md: refuse, do not hide it
+        except ValueError as exc:
+            problem = f"--grape: {exc}"
+        if problem:
+            logging.getLogger("p2p_offers.node").error("node not started: %s", problem)
+            return 2
+        return serve(config)
     if args.command == "testbed":
         from p2p_offers.testbed.bed import Conditions, run_foreground
 

@@ -17,6 +17,11 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
   saves round trips and cannot lose a concurrent announcer;
 - ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
   targets) and pushed every key at once (store storms): fixed and bounded;
+- upstream adds whatever node id a datagram claims to the routing table, so
+  one socket claiming 1,000 ids filled it with contacts that never answer.
+  Here a contact enters only after it answered *our* ping at the address it
+  claims, as the id it claims; an address holds one id (a few per IP), and a
+  new id replaces the one we knew only once the old one stopped answering;
 - the RPC timeout follows each contact's measured round trip (``p2p_offers.rtt``,
   RFC 6298, never below ``--rpc-timeout``), and a request that times out is sent
   once more before its contact counts as dead, so neither a WAN round trip nor one
@@ -39,7 +44,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -51,6 +56,7 @@ from rpcudp.exceptions import MalformedMessage
 
 from p2p_offers import records
 from p2p_offers.fields import is_seconds
+from p2p_offers.grape.metrics import GrapeMetrics
 from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import RecordError
 from p2p_offers.rtt import RtoTable
@@ -64,6 +70,9 @@ WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers t
 WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
 MAX_PEERS_REPLY = 200  # addresses per find_peers reply, to stay well inside one datagram
 RESENDS = 1  # a request goes out at most twice before its contact counts as dead
+VERIFY_PARALLEL = 64  # claimed contacts being checked with a ping at once; more wait for later
+VERIFY_COOLDOWN = 5.0  # seconds before a claim from the same address is checked again
+IDS_PER_IP = 4  # node ids of one (non-loopback) IP address in the routing table
 MAX_REQUEST = 8192  # rpcudp's limit on a request body; peers running rpcudp enforce it
 REQUEST, RESPONSE = b"\x00", b"\x01"
 
@@ -122,6 +131,14 @@ def parse_nodes(value: object, exclude: bytes) -> list[Node]:
 
 
 @functools.lru_cache(maxsize=4096)
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_ip(text: str) -> bool:
     """Only IP addresses: a host name from a peer would make us resolve it, or fail to send."""
     try:
@@ -160,6 +177,8 @@ class GrapeProtocol(KademliaProtocol):
         ksize: int,
         peers: PeerTable,
         rpc_timeout: float,
+        ids_per_ip: int = IDS_PER_IP,
+        metrics: GrapeMetrics | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = GrapeRoutingTable(self, ksize, source_node)
@@ -173,6 +192,10 @@ class GrapeProtocol(KademliaProtocol):
         self._sent: dict[bytes, _Sent] = {}
         self._dead: dict[bytes, float] = {}
         self._welcomed: dict[bytes, float] = {}
+        self.ids_per_ip = ids_per_ip
+        self.metrics = metrics or GrapeMetrics()
+        self._verifying: set[tuple[str, int]] = set()
+        self._checked: dict[tuple[str, int], float] = {}  # address -> no new check before
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- handlers: the other nodes' requests -------------------------------------------------
@@ -241,26 +264,41 @@ class GrapeProtocol(KademliaProtocol):
 
     @never_raises({"stored": False, "nodes": []})
     def rpc_announce(
-        self, sender: tuple[str, int], nodeid: bytes, key: bytes, peer: str, ttl: float
+        self,
+        sender: tuple[str, int],
+        nodeid: bytes,
+        key: bytes,
+        peer: str,
+        ttl: float,
+        origin: str | None = None,
     ) -> dict[str, Any]:
-        """Add ``peer`` to the set at ``key``: whether we did, and our closest contacts."""
+        """Add ``peer`` to the set at ``key``: whether we did, and our closest contacts.
+
+        ``origin`` is who announced it, as the grape that took the announce saw
+        them; only a grape in our routing table (it answered our ping) may name
+        one, anybody else is held to the address its datagram came from.
+        """
         source = self._welcome(sender, nodeid)
         if not is_id(key):
             return {"stored": False, "nodes": []}
-        stored = is_peer_address(peer) and is_seconds(ttl)
-        if stored:
-            self.peers.add(key, peer, ttl)
+        trusted = isinstance(origin, str) and _is_ip(origin) and self._admitted(source)
+        who = origin if trusted else sender[0]
+        stored = is_peer_address(peer) and is_seconds(ttl) and self.peers.add(key, peer, ttl, who)
         return {"stored": stored, "nodes": self._neighbors(key, source)}
 
     @never_raises(None)
     def rpc_find_peers(
         self, sender: tuple[str, int], nodeid: bytes, key: bytes
     ) -> dict[str, Any] | None:
+        """The peers at ``key`` (those announced by the hosts themselves first, ``own`` of
+        them) and our closest contacts."""
         source = self._welcome(sender, nodeid)
         if not is_id(key):
             return None
+        ranked = self.peers.ranked(key)[:MAX_PEERS_REPLY]
         return {
-            "peers": self.peers.get(key)[:MAX_PEERS_REPLY],
+            "peers": [peer for peer, _ in ranked],
+            "own": sum(1 for _, own in ranked if own),
             "nodes": self._neighbors(key, source),
         }
 
@@ -294,6 +332,14 @@ class GrapeProtocol(KademliaProtocol):
             future.set_result((False, None))
             return future
         self._outstanding[msg_id] = (future, self._arm(msg_id, _Sent(address, packet)))
+        loop = asyncio.get_running_loop()
+        started, metrics = loop.time(), self.metrics
+
+        def count(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled():
+                metrics.sent(name, bool(done.result()[0]), loop.time() - started)
+
+        future.add_done_callback(count)
         return future
 
     def _arm(self, msg_id: bytes, sent: _Sent) -> asyncio.TimerHandle:
@@ -307,7 +353,14 @@ class GrapeProtocol(KademliaProtocol):
         return self.handle_call_response(result, node)
 
     async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
-        return await self._call(node_to_ask, "ping")
+        """A ping's answer is the one proof of who listens at an address: admit that id."""
+        address = (node_to_ask.ip, node_to_ask.port)
+        ok, answer = await self.request(address, "ping", self.source_node.id)
+        if not ok:
+            return self.handle_call_response((False, None), node_to_ask)
+        if is_id(answer):
+            self.admit_answer(address, answer)
+        return ok, answer
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
         return await self._call(node_to_ask, "find_node", node_to_find.id)
@@ -327,9 +380,9 @@ class GrapeProtocol(KademliaProtocol):
         return await self._call(node, "put", key, value, cas, ttl)
 
     async def call_announce(
-        self, node: Node, key: bytes, peer: str, ttl: float
+        self, node: Node, key: bytes, peer: str, ttl: float, origin: str | None
     ) -> tuple[bool, Any]:
-        return await self._call(node, "announce", key, peer, ttl)
+        return await self._call(node, "announce", key, peer, ttl, origin)
 
     def handle_call_response(self, result: tuple[bool, Any], node: Node) -> tuple[bool, Any]:
         """As upstream, plus: remember who timed out, so crawls skip them for a while."""
@@ -390,6 +443,7 @@ class GrapeProtocol(KademliaProtocol):
             elif kind == REQUEST and isinstance(body, list) and len(body) == 2:
                 name, args = body
                 handler = getattr(self, f"rpc_{name}", None) if isinstance(name, str) else None
+                self.metrics.received(name if handler is not None else "other")
                 if handler is not None and isinstance(args, list):
                     answer = msgpack.packb(handler(addr, *args))
                     self.transport.sendto(RESPONSE + msg_id + answer, addr)
@@ -408,7 +462,115 @@ class GrapeProtocol(KademliaProtocol):
     # -- hand-off to newcomers ---------------------------------------------------------------
 
     def welcome_if_new(self, node: Node) -> None:
-        """Add a contact; hand a newcomer the items it is now responsible for.
+        """``node`` claims its id at its address (a request from it, or an answer to ours).
+
+        A contact we hold at that very address is refreshed; anything else is only
+        a claim, checked with a ping of our own (``_verify``): a datagram's id and
+        source are whatever its sender chose.
+        """
+        if node.id == self.source_node.id:
+            return
+        if self._admitted(node):
+            self._dead.pop(node.id, None)
+            self.router.add_contact(node)  # moves it to its bucket's tail: recently seen
+            return
+        self._verify(node)
+
+    def _admitted(self, node: Node) -> bool:
+        bucket = self.router.buckets[self.router.get_bucket_for(node)]
+        known = bucket.nodes.get(node.id)
+        return known is not None and (known.ip, known.port) == (node.ip, node.port)
+
+    def _all_contacts(self) -> list[Node]:
+        """Contacts and replacement contacts (upstream promotes the latter unasked)."""
+        return [
+            node
+            for bucket in self.router.buckets
+            for nodes in (bucket.nodes, bucket.replacement_nodes)
+            for node in nodes.values()
+        ]
+
+    def _verify(self, node: Node) -> None:
+        """Ping the claimed address in the background; one check per address at a time,
+        none again for ``VERIFY_COOLDOWN``, at most ``VERIFY_PARALLEL`` in flight: a flood
+        of claims costs us a bounded number of pings and never reaches the table."""
+        address = (node.ip, node.port)
+        now = time.monotonic()
+        if (
+            address in self._verifying
+            or len(self._verifying) >= VERIFY_PARALLEL
+            or self._checked.get(address, 0.0) > now
+        ):
+            return
+        self._verifying.add(address)
+        if len(self._checked) > 10_000:
+            self._checked = {a: t for a, t in self._checked.items() if t > now}
+        self._checked[address] = now + VERIFY_COOLDOWN
+        if not self._background(self._check(address)):
+            self._verifying.discard(address)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` as a task of ours; without a running loop (handlers called directly
+        in unit tests) there is nobody to talk to, and it is dropped."""
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:
+            work.close()
+            return False
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _check(self, address: tuple[str, int]) -> None:
+        try:
+            ok, answer = await self.request(address, "ping", self.source_node.id)
+        finally:
+            self._verifying.discard(address)
+        if ok and is_id(answer):
+            self.metrics.checked("admitted" if self.admit_answer(address, answer) else "refused")
+        else:
+            self.metrics.checked("silent")
+
+    def admit_answer(self, address: tuple[str, int], node_id: bytes) -> bool:
+        """``address`` answered our ping as ``node_id``: that is who lives there now.
+
+        - another id we held at this address no longer answers there: it goes;
+        - the same id held at another address keeps its place while it answers
+          there (checked with a ping); only if it does not is it moved here;
+        - a non-loopback IP holds at most ``ids_per_ip`` ids (loopback is this
+          machine's own processes, as in tests and ``start-all``).
+
+        True if it is (or may yet be, once a moved id's old address was asked) admitted.
+        """
+        if node_id == self.source_node.id:
+            return False
+        node = Node(node_id, address[0], address[1])
+        moved: Node | None = None
+        same_ip = 0
+        for other in self._all_contacts():
+            here = (other.ip, other.port) == address
+            if here and other.id != node_id:
+                self.router.remove_contact(other)
+            elif other.id == node_id and not here:
+                moved = other
+            elif other.ip == address[0] and not here:
+                same_ip += 1
+        if moved is not None:
+            return self._background(self._move(moved, node))  # decided once the old one answers
+        if same_ip >= self.ids_per_ip and not _is_loopback(address[0]):
+            return False
+        self._admit(node)
+        return True
+
+    async def _move(self, old: Node, new: Node) -> None:
+        ok, answer = await self.request((old.ip, old.port), "ping", self.source_node.id)
+        if ok and answer == old.id:
+            return  # the id still answers where we knew it: the newcomer is an impostor
+        self.router.remove_contact(old)
+        self.admit_answer((new.ip, new.port), new.id)
+
+    def _admit(self, node: Node) -> None:
+        """Add a verified contact; hand a newcomer the items it is now responsible for.
 
         Upstream built ``Node(digest(key))`` for keys that already are digests, so
         it handed the wrong keys to the wrong nodes, and it pushed them all at once.
@@ -416,18 +578,17 @@ class GrapeProtocol(KademliaProtocol):
         ``WELCOME_MEMORY``, and the hand-off is one bounded background task.
         """
         self._dead.pop(node.id, None)
-        if node.id == self.source_node.id or not self.router.is_new_node(node):
-            return
+        new = self.router.is_new_node(node)
         self.router.add_contact(node)
+        if not new:
+            return
         now = time.monotonic()
         if self._welcomed.get(node.id, 0.0) > now or not (len(self.storage) or len(self.peers)):
             return
         if len(self._welcomed) > 10_000:
             self._welcomed = {k: t for k, t in self._welcomed.items() if t > now}
         self._welcomed[node.id] = now + WELCOME_MEMORY
-        task = asyncio.ensure_future(self._hand_off(node))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._background(self._hand_off(node))
 
     def _newcomer_is_close(self, node: Node, key: bytes, others: list[int]) -> bool:
         """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest.

@@ -235,4 +235,5 @@ class Node:
                 **self.replicator.stats(),
             },
             "http": {"client_failures": sum(self.edge_counts.values()), **self.edge_counts},
+            "dht": {**self.dht.status(), "put_error": self.publisher.put_state()},
         }

@@ -11,6 +11,13 @@ its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
 out of its own peer list whatever address the grape saw it under. What is
 known of each address is read and written under ``_lock`` only: pushes forget
 addresses from their threads while a refresh probes and reads them.
+
+Anybody can announce anything under ``p2p_offers:node``. An address that does
+not answer as a p2p-offers node (no answer, or no valid ``client_id``) is not
+asked again for a while (``SHUN_S``, doubling per failure up to ``SHUN_MAX_S``),
+and a refresh waits for its probes at most ``PROBE_WAIT_S``: the probes
+still running finish in the background and count from the next refresh on.
+So 200 junk entries cost one round of probes, not a delay on every refresh.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,6 +36,9 @@ from p2p_offers.node.network.dht import Dht
 log = logging.getLogger(__name__)
 
 NODE_SERVICE = "p2p_offers:node"
+SHUN_S = 5.0  # an address that did not answer as a node is not probed again for this long
+SHUN_MAX_S = 600.0  # ... doubling with each further failure, up to this
+PROBE_WAIT_S = 1.0  # a refresh waits this long for its probes; slower ones finish later
 
 
 def owner_service(client_id: str) -> str:
@@ -41,14 +52,25 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, dht: Dht, client: PeerClient, my_id: str, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        dht: Dht,
+        client: PeerClient,
+        my_id: str,
+        ttl_s: float = 2.0,
+        probe_wait_s: float = PROBE_WAIT_S,
+    ) -> None:
         self.dht = dht
+        self.probe_wait_s = probe_wait_s  # how long a refresh waits for its probes
         self.client = client
         self.my_id = my_id
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._identities: dict[str, str] = {}  # address -> client_id
+        self._shunned: dict[str, tuple[float, int]] = {}  # address -> (probe again at, failures)
+        self._probing: set[str] = set()
+        self._lookup_failing = False
         self._nodes: list[Peer] | None = None
         self._nodes_at = 0.0
         self._owners: dict[str, tuple[float, list[str]]] = {}
@@ -94,23 +116,57 @@ class Peers:
         try:
             addresses = self.dht.lookup(NODE_SERVICE)
         except GrapeError as exc:
-            log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
+            with self._lock:
+                first, self._lookup_failing = not self._lookup_failing, True
+            if first:  # once per change, not once a second while the DHT is away
+                log.warning("lookup %s failing (keeping the last peer list): %s", NODE_SERVICE, exc)
             with self._lock:
                 return self._nodes or []
         with self._lock:
-            unknown = [a for a in dict.fromkeys(addresses) if a not in self._identities]
-        # probed before taking the lock (map is lazy): nobody waits for a slow probe
-        probed = list(
-            zip(unknown, self._probe_pool.map(self.client.identify, unknown), strict=True)
-        )
+            recovered, self._lookup_failing = self._lookup_failing, False
+        if recovered:
+            log.info("lookup %s works again", NODE_SERVICE)
+        now = time.monotonic()
         with self._lock:
-            for address, client_id in probed:
-                if client_id is not None:
-                    self._identities[address] = client_id
+            unknown = [
+                a
+                for a in dict.fromkeys(addresses)
+                if a not in self._identities
+                and a not in self._probing
+                and self._shunned.get(a, (0.0, 0))[0] <= now
+            ]
+            self._probing.update(unknown)
+        # probed outside the lock: nobody waits for a slow probe, and we wait for one round only
+        try:
+            probes = [self._probe_pool.submit(self._probe, a) for a in unknown]
+        except RuntimeError:  # closing
+            probes = []
+        futures.wait(probes, timeout=self.probe_wait_s)
+        with self._lock:
             known = {a: self._identities.get(a) for a in dict.fromkeys(addresses)}
             peers = [Peer(a, c) for a, c in known.items() if c is not None and c != self.my_id]
             self._nodes, self._nodes_at = peers, time.monotonic()
         return peers
+
+    def _probe(self, address: str) -> None:
+        client_id = self.client.identify(address)
+        with self._lock:
+            self._probing.discard(address)
+            if client_id is not None:
+                self._identities[address] = client_id
+                self._shunned.pop(address, None)
+                return
+            failures = self._shunned.get(address, (0.0, 0))[1] + 1
+            now = time.monotonic()
+            if len(self._shunned) > 10_000:
+                self._shunned = {a: v for a, v in self._shunned.items() if v[0] > now}
+            self._shunned[address] = (now + min(SHUN_S * 2 ** (failures - 1), SHUN_MAX_S), failures)
+
+    def shunned_count(self) -> int:
+        """Listed addresses not probed for now, as they did not answer as nodes."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for until, _ in self._shunned.values() if until > now)
 
     def known_count(self) -> int:
         """Peers as of the last lookup, without looking up (safe to call from /health)."""

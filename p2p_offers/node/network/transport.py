@@ -94,13 +94,20 @@ def make_session(pool: int = 64) -> requests.Session:
     return session
 
 
+CONNECT_S = 2.0  # at most this (and half the call's time) for a connection
+
+
 class HttpTransport:
     def __init__(self, session: requests.Session | None = None) -> None:
         self.session = session or make_session()
 
     def call(self, address: str, action: str, payload: Any, timeout_s: float) -> Any:
+        """``timeout_s`` is the whole call's time: connecting (half of it at most, and at most
+        ``CONNECT_S``), then waiting for the reply (the rest)."""
         method, path, query, body = route(action, payload)
-        kwargs: dict[str, Any] = {"params": query, "timeout": timeout_s}
+        connect = min(CONNECT_S, timeout_s / 2)
+        timeout = (connect, timeout_s - connect)
+        kwargs: dict[str, Any] = {"params": query, "timeout": timeout}
         if body is not None:
             kwargs["data"] = body if isinstance(body, bytes) else _json_bytes(body)
             kwargs["headers"] = {"Content-Type": "application/json"}
