@@ -1,8 +1,11 @@
 """Finding other nodes through the DHT: who is out there, and where an offer's owner listens.
 
-Each node announces two names: ``p2p_offers:node`` (so peers can push
-announcements and sync from it) and ``p2p_offers:owner:<client_id>`` (so a
-taker's node can find the owner of an offer). Lookups are cached for a couple
+Each node announces its Grenache RPC port as ``p2p_offers:node`` and
+``p2p_offers:owner:<client_id>`` (what users and Grenache programs look up), and
+its REST port, where the peer endpoints (``/peer/*``) are, as
+``p2p_offers:rest:node`` (so peers can push announcements and sync from it) and
+``p2p_offers:rest:owner:<client_id>`` (so a taker's node can find the owner of
+an offer). Peers here use the REST names. Lookups are cached for a couple
 of seconds: a hot path (every publication, every bid) must not cost a DHT
 round trip, and a node that appears is still found within the cache lifetime.
 
@@ -27,11 +30,16 @@ from p2p_offers.node.network.dht import Dht
 
 log = logging.getLogger(__name__)
 
-NODE_SERVICE = "p2p_offers:node"
+NODE_SERVICE = "p2p_offers:node"  # Grenache RPC
+REST_NODE_SERVICE = "p2p_offers:rest:node"  # the REST port, where peers talk to each other
 
 
 def owner_service(client_id: str) -> str:
     return f"p2p_offers:owner:{client_id}"
+
+
+def rest_owner_service(client_id: str) -> str:
+    return f"p2p_offers:rest:owner:{client_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +100,9 @@ class Peers:
 
     def _refresh(self) -> list[Peer]:
         try:
-            addresses = self.dht.lookup(NODE_SERVICE)
+            addresses = self.dht.lookup(REST_NODE_SERVICE)
         except GrapeError as exc:
-            log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
+            log.warning("lookup %s failed: %s", REST_NODE_SERVICE, exc)
             with self._lock:
                 return self._nodes or []
         with self._lock:
@@ -138,7 +146,7 @@ class Peers:
             cached = self._owners.get(client_id)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        addresses = self.dht.lookup(owner_service(client_id))
+        addresses = self.dht.lookup(rest_owner_service(client_id))
         with self._lock:
             self._owners[client_id] = (now, addresses)
             if len(self._owners) > 10_000:  # owners come and go: keep the fresh ones
