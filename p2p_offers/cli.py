@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--rpc-port", type=_port, default=None, help="Grenache RPC port (default: --port + 1000)"
     )
+    node.add_argument(
+        "--peer-transport",
+        choices=("rpc", "rest"),
+        default=os.environ.get("P2P_OFFERS_PEER_TRANSPORT", "rpc"),
+        help="how this node calls other nodes: Grenache RPC (default) or the REST /peer/*",
+    )
     node.add_argument("--grape", required=True, help="URL of this node's grape API")
     node.add_argument("--data-dir", type=Path, required=True)
     node.add_argument("--host", default="127.0.0.1", help="address the REST API binds to")
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             NodeConfig(
                 port=args.port,
                 rpc_port=args.rpc_port,
+                peer_transport=args.peer_transport,
                 grape=args.grape,
                 data_dir=args.data_dir,
                 host=args.host,

@@ -116,6 +116,33 @@ class LookupCache:
             self._entries.pop(service, None)
 
 
+def call(
+    transport: BaseTransport,
+    address: str,
+    service: str,
+    payload: Any,
+    timeout: float,
+    compress: bool = False,
+    max_reply: int = wire.MAX_REPLY,
+) -> Any:
+    """One request to ``address`` over ``transport``: its data, or ``RemoteError`` for its err.
+
+    ``payload`` may be ``bytes``: JSON already encoded, sent as is.
+    """
+    rid = str(uuid.uuid4())
+    body, headers = wire.encode_request(rid, service, payload, compress)
+    _, reply = transport.post(address, body, headers, timeout)
+    try:
+        got, err, data = wire.decode_reply(reply, compress, max_reply)
+    except wire.ReplyError as exc:
+        raise BadReply(f"{address}: {exc}") from None
+    if err is not None:
+        raise RemoteError(err, address, data)
+    if got != rid:
+        raise BadReply(f"{address}: reply for rid {got!r}, not {rid!r}")
+    return data
+
+
 class PeerRPCClient:
     def __init__(
         self,
@@ -170,21 +197,15 @@ class PeerRPCClient:
         compress: bool | None = None,
     ) -> Any:
         """One request to the server at ``address`` (``host:port``), no lookup."""
-        gz = self.compress if compress is None else compress
-        rid = str(uuid.uuid4())
-        body, headers = wire.encode_request(rid, service, payload, gz)
-        _, reply = self.transport.post(
-            address, body, headers, self.timeout if timeout is None else timeout
+        return call(
+            self.transport,
+            address,
+            service,
+            payload,
+            self.timeout if timeout is None else timeout,
+            self.compress if compress is None else compress,
+            self.max_reply,
         )
-        try:
-            got, err, data = wire.decode_reply(reply, gz, self.max_reply)
-        except wire.ReplyError as exc:
-            raise BadReply(f"{address}: {exc}") from None
-        if err is not None:
-            raise RemoteError(err, address, data)
-        if got != rid:
-            raise BadReply(f"{address}: reply for rid {got!r}, not {rid!r}")
-        return data
 
     def map(
         self,

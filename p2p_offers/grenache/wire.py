@@ -84,7 +84,12 @@ def gzip(data: bytes) -> bytes:
 def encode_request(
     rid: str, key: str, payload: Any, compress: bool
 ) -> tuple[bytes, dict[str, str]]:
-    body = dumps([rid, key, payload])
+    """The body and headers of a request; ``payload`` as ``bytes`` is JSON already encoded
+    (one announcement sent to many peers is encoded once)."""
+    if isinstance(payload, bytes):
+        body = b"[" + dumps(rid) + b"," + dumps(key) + b"," + payload + b"]"
+    else:
+        body = dumps([rid, key, payload])
     headers = {COMPRESS_HEADER: "gzip" if compress else "none", "Content-Type": "application/json"}
     return (gzip(body) if compress else body), headers
 

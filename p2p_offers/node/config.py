@@ -26,6 +26,7 @@ class NodeConfig:
     resolve_interval_s: float = 5.0  # re-send bids in doubt until their owners answer
     threads: int = 16  # waitress worker threads (and as many Grenache RPC handler threads)
     rpc_port: int | None = None  # Grenache RPC port; None: the REST port + RPC_PORT_OFFSET
+    peer_transport: str = "rpc"  # how this node calls peers: "rpc" (Grenache) or "rest"
 
     @property
     def grenache_port(self) -> int:

@@ -10,7 +10,8 @@ reply are the REST endpoint's: ``data`` is exactly the REST body, an error is
 ``"ERR_<CODE>: message"`` with the REST error object in the data slot.
 
 The edge answers under ``p2p_offers:node`` and ``p2p_offers:owner:<client_id>``
-on its own port (``--rpc-port``); see docs/grenache-rpc.md.
+on its own port (``--rpc-port``); see docs/grenache-rpc.md. The ``peer*`` actions
+are the ``/peer/*`` endpoints, what other nodes call over ``GrenacheTransport``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "getOrder": ("GET", "/orders/<order_id>", {"id": "order_id"}),
     "listTrades": ("GET", "/trades", {}),
     "verifyLedger": ("GET", "/ledger/verify", {}),
+    # node to node (issue 7.2): the /peer/* endpoints, for PeerTransport's actions
+    "peerAnnounce": ("POST", "/peer/announce", {}),
+    "peerBid": ("POST", "/peer/bids", {}),
+    "peerOffers": ("GET", "/peer/offers", {}),
+    "peerFeeds": ("GET", "/peer/ledger", {}),
+    "peerFeed": ("GET", "/peer/ledger/<owner>", {"owner": "owner"}),
 }
 
 

@@ -5,9 +5,11 @@ Each node announces its Grenache RPC port as ``p2p_offers:node`` and
 its REST port, where the peer endpoints (``/peer/*``) are, as
 ``p2p_offers:rest:node`` (so peers can push announcements and sync from it) and
 ``p2p_offers:rest:owner:<client_id>`` (so a taker's node can find the owner of
-an offer). Peers here use the REST names. Lookups are cached for a couple
-of seconds: a hot path (every publication, every bid) must not cost a DHT
-round trip, and a node that appears is still found within the cache lifetime.
+an offer). Peers look up the names of the transport their client speaks:
+``GrenacheTransport`` (the default) dials RPC ports, ``HttpTransport`` REST ones.
+Lookups are cached for a couple of seconds: a hot path (every publication, every
+bid) must not cost a DHT round trip, and a node that appears is still found within
+the cache lifetime.
 
 A lookup returns addresses, not identities; each new address is asked once for
 its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
@@ -27,19 +29,20 @@ from dataclasses import dataclass
 from p2p_offers.link import GrapeError
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.transport import REST_SERVICES, RPC_SERVICES
 
 log = logging.getLogger(__name__)
 
-NODE_SERVICE = "p2p_offers:node"  # Grenache RPC
-REST_NODE_SERVICE = "p2p_offers:rest:node"  # the REST port, where peers talk to each other
+NODE_SERVICE = RPC_SERVICES[0]  # "p2p_offers:node": Grenache RPC
+REST_NODE_SERVICE = REST_SERVICES[0]  # "p2p_offers:rest:node": the REST port
 
 
 def owner_service(client_id: str) -> str:
-    return f"p2p_offers:owner:{client_id}"
+    return RPC_SERVICES[1] + client_id
 
 
 def rest_owner_service(client_id: str) -> str:
-    return f"p2p_offers:rest:owner:{client_id}"
+    return REST_SERVICES[1] + client_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +52,16 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, dht: Dht, client: PeerClient, my_id: str, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        dht: Dht,
+        client: PeerClient,
+        my_id: str,
+        ttl_s: float = 2.0,
+        services: tuple[str, str] = REST_SERVICES,
+    ) -> None:
         self.dht = dht
+        self.node_service, self.owner_prefix = services  # what the client's transport dials
         self.client = client
         self.my_id = my_id
         self.ttl_s = ttl_s
@@ -100,9 +111,9 @@ class Peers:
 
     def _refresh(self) -> list[Peer]:
         try:
-            addresses = self.dht.lookup(REST_NODE_SERVICE)
+            addresses = self.dht.lookup(self.node_service)
         except GrapeError as exc:
-            log.warning("lookup %s failed: %s", REST_NODE_SERVICE, exc)
+            log.warning("lookup %s failed: %s", self.node_service, exc)
             with self._lock:
                 return self._nodes or []
         with self._lock:
@@ -146,7 +157,7 @@ class Peers:
             cached = self._owners.get(client_id)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        addresses = self.dht.lookup(rest_owner_service(client_id))
+        addresses = self.dht.lookup(self.owner_prefix + client_id)
         with self._lock:
             self._owners[client_id] = (now, addresses)
             if len(self._owners) > 10_000:  # owners come and go: keep the fresh ones
