@@ -361,3 +361,24 @@ def test_real_sockets_listen_on_a_busy_port_raises():
         with pytest.raises(OSError):
             server.listen(s.getsockname()[1], "127.0.0.1")
         server.stop()
+
+
+def test_a_key_with_its_own_pool_is_answered_while_the_shared_pool_is_blocked():
+    gate = threading.Event()
+    server = PeerRPCServer(workers=2)
+    server.handle("slow", lambda p: gate.wait(30))
+    server.handle("fast", echo, workers=1)
+    port = server.listen(0, "127.0.0.1")
+    links = CountingLink({"slow": [f"127.0.0.1:{port}"], "fast": [f"127.0.0.1:{port}"]})
+    client = PeerRPCClient(links)
+    try:
+        blocked = [client._map_pool.submit(client.request, "slow", i) for i in range(2)]
+        while server.dispatcher.counts["requests"] < 2:  # both shared workers are taken
+            threading.Event().wait(0.001)
+        assert client.request("fast", "through", timeout=10) == {"echo": "through"}
+        gate.set()
+        assert [f.result() for f in blocked] == [True, True]
+    finally:
+        gate.set()
+        client.close()
+        server.stop()

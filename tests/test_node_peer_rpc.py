@@ -91,7 +91,7 @@ def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path) -> None:
 
 def peer_dispatcher(handler: Any) -> MockTransport:
     d = Dispatcher()
-    d.handle("p2p_offers:node", handler)
+    d.handle("p2p_offers:peer", handler)
     mock = MockTransport()
     mock.attach("peer:1", d.respond)
     return mock

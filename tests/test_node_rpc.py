@@ -97,6 +97,7 @@ def test_errors_are_the_rest_codes(net):
     )
     assert err.code == "ERR_INVALID_INPUT"
     assert error_of(net, a, {"action": "dance"}).code == "ERR_NOT_FOUND"
+    assert error_of(net, a, {"action": "peerBid", "args": [{}]}).code == "ERR_NOT_FOUND"
     assert error_of(net, a, ["not", "an", "object"]).code == "ERR_INVALID_INPUT"
     assert error_of(net, a, {"action": "health", "args": {"x": 1}}).code == "ERR_INVALID_INPUT"
     assert error_of(net, a, {"action": "health", "args": [{"x": 1}]}).code == "ERR_INVALID_INPUT"

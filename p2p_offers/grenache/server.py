@@ -8,8 +8,10 @@ the HTTP server around it only moves bytes, so ``MockTransport`` can call it
 directly and tests see exactly what a socket would carry.
 
 The HTTP side is aiohttp's low-level server on its own asyncio loop in one
-thread; handlers run on a thread pool (they may block: a bid waits for another
-node), so a slow handler never stalls the loop that reads other requests.
+thread. The loop reads and decodes a frame (bounded, so cheap) and runs its
+key's handler on a thread pool (handlers may block: a bid waits for another
+node), so a slow handler never stalls the loop; a key may have a pool of its
+own, so blocking handlers of one key cannot take every thread from another.
 ``announce`` keeps the services announced through a ``Link`` while listening.
 """
 
@@ -31,6 +33,8 @@ from p2p_offers.grenache.errors import ServiceError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Any]
+Answer = tuple[int, bytes, dict[str, str]]  # HTTP status, body, headers
+_NO_ANSWER: Answer = (0, b"", {})
 
 
 class Announcer(Protocol):
@@ -64,27 +68,35 @@ class Dispatcher:
     def keys(self) -> list[str]:
         return list(self._handlers)
 
-    def respond(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def respond(self, body: bytes, headers: Mapping[str, str]) -> Answer:
         """(HTTP status, reply body, reply headers) for a request body: never raises."""
+        req, answer = self.prepare(body, headers)
+        return answer if req is None else self.answer(req)
+
+    def prepare(
+        self, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[wire.Request | None, Answer]:
+        """The request to ``answer``, or (None, the error answer) if it cannot be answered."""
         self.counts["requests"] += 1
         try:
             req = wire.decode_request(body, headers, self.max_request, self.parse_float)
         except wire.FrameError as exc:
             self.counts["bad_frames"] += 1
-            return (
-                exc.status,
-                wire.encode_reply(exc.rid, exc.err, None, exc.compress),
-                _hdr(exc.compress),
-            )
-        handler = self._handlers.get(req.key)
-        if handler is None:
+            reply = wire.encode_reply(exc.rid, exc.err, None, exc.compress)
+            return None, (exc.status, reply, _hdr(exc.compress))
+        if req.key not in self._handlers:
             self.counts["unknown_service"] += 1
             missing = f"ERR_NOT_FOUND: no service {req.key!r} here"
-            return 200, wire.encode_reply(req.rid, missing, None, req.compress), _hdr(req.compress)
+            reply = wire.encode_reply(req.rid, missing, None, req.compress)
+            return None, (200, reply, _hdr(req.compress))
+        return req, _NO_ANSWER
+
+    def answer(self, req: wire.Request) -> Answer:
+        """Run the key's handler (it may block) and encode its reply: never raises."""
         err: str | None = None
         data: Any = None
         try:
-            data = handler(req.payload)
+            data = self._handlers[req.key](req.payload)
         except ServiceError as exc:
             err, data = exc.message, exc.data
         except Exception:
@@ -120,14 +132,19 @@ class PeerRPCServer:
         self.dispatcher = Dispatcher(max_request, parse_float)
         self.port: int | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rpc-handler")
+        self._pools: dict[str, ThreadPoolExecutor] = {}  # keys with a pool of their own
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.ServerRunner | None = None
         self._announced: list[str] = []
         self._link: Announcer | None = None
 
-    def handle(self, key: str, handler: Handler) -> None:
+    def handle(self, key: str, handler: Handler, workers: int | None = None) -> None:
+        """Serve ``key``; with ``workers``, on a pool of its own: handlers of other keys that
+        block (waiting on another server, perhaps on this key of ours) cannot starve it."""
         self.dispatcher.handle(key, handler)
+        if workers is not None:
+            self._pools[key] = ThreadPoolExecutor(workers, thread_name_prefix=f"rpc-{key}")
 
     # -- listening -----------------------------------------------------------------------
 
@@ -198,9 +215,12 @@ class PeerRPCServer:
         raw = await _read_bounded(request, limit)
         loop = asyncio.get_running_loop()
         headers = {wire.COMPRESS_HEADER: request.headers.get(wire.COMPRESS_HEADER, "")}
-        status, reply, reply_headers = await loop.run_in_executor(
-            self._pool, self.dispatcher.respond, raw, headers
-        )
+        # decoded here (bounded by max_request), so the key picks the pool
+        req, answer = self.dispatcher.prepare(raw, headers)
+        if req is not None:
+            pool = self._pools.get(req.key, self._pool)
+            answer = await loop.run_in_executor(pool, self.dispatcher.answer, req)
+        status, reply, reply_headers = answer
         return web.Response(status=status, body=reply, headers=reply_headers)
 
     # -- announcing ----------------------------------------------------------------------
@@ -230,7 +250,8 @@ class PeerRPCServer:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
         self._thread = self._loop = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in [self._pool, *self._pools.values()]:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes:

@@ -10,8 +10,9 @@ reply are the REST endpoint's: ``data`` is exactly the REST body, an error is
 ``"ERR_<CODE>: message"`` with the REST error object in the data slot.
 
 The edge answers under ``p2p_offers:node`` and ``p2p_offers:owner:<client_id>``
-on its own port (``--rpc-port``); see docs/grenache-rpc.md. The ``peer*`` actions
-are the ``/peer/*`` endpoints, what other nodes call over ``GrenacheTransport``.
+on its own port (``--rpc-port``); see docs/grenache-rpc.md. Other nodes call the
+``PEER_ACTIONS`` (the ``/peer/*`` endpoints) under ``p2p_offers:peer`` on the
+same port, over ``GrenacheTransport``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from p2p_offers.grenache import PeerRPCServer, ServiceError
 from p2p_offers.node import errors
 from p2p_offers.node.http.registry import Api, Operation, invalid_input, invoke
 from p2p_offers.node.network.peers import NODE_SERVICE, owner_service
+from p2p_offers.node.network.transport import PEER_SERVICE
 
 if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node
@@ -46,7 +48,10 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "getOrder": ("GET", "/orders/<order_id>", {"id": "order_id"}),
     "listTrades": ("GET", "/trades", {}),
     "verifyLedger": ("GET", "/ledger/verify", {}),
-    # node to node (issue 7.2): the /peer/* endpoints, for PeerTransport's actions
+}
+# node to node (issue 7.2), under PEER_SERVICE: the /peer/* endpoints, for GrenacheTransport
+PEER_ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "health": ("GET", "/health", {}),
     "peerAnnounce": ("POST", "/peer/announce", {}),
     "peerBid": ("POST", "/peer/bids", {}),
     "peerOffers": ("GET", "/peer/offers", {}),
@@ -58,12 +63,18 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
 class Actions:
     """Action name -> (operation, path parameters), resolved once against the registry."""
 
-    def __init__(self, app: Flask, node: Node, apis: Iterable[Api]) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        node: Node,
+        apis: Iterable[Api],
+        table: dict[str, tuple[str, str, dict[str, str]]] = ACTIONS,
+    ) -> None:
         self.app = app
         self.node = node
         by_route = {(op.method, op.path): op for api in apis for op in api.operations}
         self._ops: dict[str, tuple[Operation, dict[str, str]]] = {}
-        for action, (method, path, params) in ACTIONS.items():
+        for action, (method, path, params) in table.items():
             op = by_route.get((method, path))
             if op is None:  # a route was renamed: fail at start, not on the first call
                 raise LookupError(f"action {action}: no operation {method} {path}")
@@ -84,7 +95,7 @@ class Actions:
         found = self._ops.get(action)
         if found is None:
             raise errors.NotFound(
-                f"unknown action {action!r}; actions: {', '.join(ACTIONS)}", {"action": action}
+                f"unknown action {action!r}; actions: {', '.join(self._ops)}", {"action": action}
             )
         op, params = found
         token = args.pop("token", None)
@@ -130,6 +141,9 @@ def start_rpc(app: Flask, node: Node, apis: Iterable[Api], max_request: int) -> 
     names = [NODE_SERVICE, owner_service(node.client_id)]
     for name in names:
         server.handle(name, actions)
+    # Peers on a pool of their own: users' bids wait on other nodes' peerBid, and with one
+    # pool, two nodes full of those would wait on each other until every bid timed out.
+    server.handle(PEER_SERVICE, Actions(app, node, apis, PEER_ACTIONS), config.threads)
     server.listen(config.grenache_port, config.host)
     server.announce(node.dht, names, config.announce_interval_s, config.announce_host)
     return server

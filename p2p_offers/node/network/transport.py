@@ -55,6 +55,9 @@ class PeerTransport(Protocol):
 # The names each transport's peers are announced under: (every node, owner prefix).
 REST_SERVICES = ("p2p_offers:rest:node", "p2p_offers:rest:owner:")
 RPC_SERVICES = ("p2p_offers:node", "p2p_offers:owner:")
+# The key a peer's RPC port answers node-to-node actions under (not announced: peers are
+# found under RPC_SERVICES, then addressed under this key, served by a pool of its own).
+PEER_SERVICE = "p2p_offers:peer"
 
 
 # action -> (method, path); a path's {placeholders} come out of the payload, the rest of a
@@ -156,7 +159,7 @@ RPC_ACTIONS = {
 
 
 class GrenacheTransport:
-    """Peer calls as Grenache RPC requests to ``p2p_offers:node`` at the peer's RPC port.
+    """Peer calls as Grenache RPC requests under ``p2p_offers:peer`` to the peer's RPC port.
 
     One pool of keep-alive connections per peer (``grenache.HttpTransport``); an
     announcement batch already encoded is framed without decoding it again.
@@ -174,7 +177,7 @@ class GrenacheTransport:
         else:
             body = {"action": name, "args": [] if payload is None else [payload]}
         try:
-            return grenache_call(self.transport, address, RPC_SERVICES[0], body, timeout_s)
+            return grenache_call(self.transport, address, PEER_SERVICE, body, timeout_s)
         except grenache.NotDelivered as exc:
             raise NotDelivered(f"{action} to {address}: {exc}") from None
         except grenache.MaybeDelivered as exc:
