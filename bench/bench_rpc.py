@@ -5,9 +5,10 @@ the same node side by side in one run, the same operations through the same hand
 (``registry.invoke``), so the difference is the transport: aiohttp on its own loop plus a
 handler pool (RPC) against waitress + Flask routing (REST).
 
-Both are driven from this process by synchronous clients with pooled keep-alive
-connections over urllib3 (``PeerRPCClient`` for RPC, a bare urllib3 pool for REST), so
-the client side costs the same. Per operation and edge:
+Both are driven from this process by synchronous clients on keep-alive ``http.client``
+connections (``PeerRPCClient`` for RPC, one connection per thread for REST), so the
+client side costs about the same; the node's CPU per call is the server side alone.
+Per operation and edge:
 
 * sequential: ``--calls`` calls one after another; p50/p99 latency in ms;
 * concurrent: ``--threads`` threads sharing ``--calls`` calls; req/s and the node's CPU
@@ -20,13 +21,13 @@ Operations: ``getBook`` (GET /book), ``getOffer`` (GET /offers/<id>) and ``creat
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import urllib3
 from _common import base_parser, cpu_s, log, median_of, network, summarize
 
 from p2p_offers.grenache import PeerRPCClient
@@ -86,21 +87,31 @@ def main() -> None:
     started = time.perf_counter()
     with network(1, grapes=1) as net:
         node = net.nodes[0]
-        pool = urllib3.PoolManager(maxsize=args.threads * 2, retries=False)
-        health = json.loads(pool.request("GET", f"{node.url}/health").data)
+        host, _, port = node.url.removeprefix("http://").rpartition(":")
+        local = threading.local()
+
+        def fetch(method: str, path: str, payload: Any = None) -> tuple[int, bytes]:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            body = None if payload is None else json.dumps(payload).encode()
+            headers = {} if body is None else {"Content-Type": "application/json"}
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+
+        health = json.loads(fetch("GET", "/health")[1])
         service = f"p2p_offers:owner:{health['client_id']}"
         link = Link(net.grapes[0].url)
         client = PeerRPCClient(link)
         body = {"side": "sell", "price_usd": "30000.00", "amount_btc": "0.01"}
-        offer = json.loads(
-            pool.request("POST", f"{node.url}/offers", json=body).data  # one to read back
-        )
+        offer = json.loads(fetch("POST", "/offers", body)[1])  # one to read back
 
         def rest(method: str, path: str, payload: Any = None, status: int = 200) -> Call:
             def call() -> Any:
-                resp = pool.request(method, node.url + path, json=payload)
-                assert resp.status == status, resp.data
-                return resp.data
+                got, data = fetch(method, path, payload)
+                assert got == status, data
+                return data
 
             return call
 

@@ -40,6 +40,8 @@ _NO_ANSWER: Answer = (0, b"", {})
 class Announcer(Protocol):
     """What the server needs of a Link (``p2p_offers.link.Link`` is one)."""
 
+    def announce(self, name: str, port: int, host: str | None = None) -> int: ...
+
     def start_announcing(
         self, name: str, port: int, host: str | None = None, interval: float = 60.0
     ) -> None: ...
@@ -184,8 +186,9 @@ class PeerRPCServer:
         return self.port
 
     async def _start(self, host: str, port: int) -> int:
-        server = web.Server(self._on_request, handler_cancellation=False)
-        runner = web.ServerRunner(server, access_log=None)
+        # no access log: a line per request costs more CPU than a small request itself
+        server = web.Server(self._on_request, handler_cancellation=False, access_log=None)
+        runner = web.ServerRunner(server)
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
@@ -232,11 +235,17 @@ class PeerRPCServer:
         interval: float = 30.0,
         host: str | None = None,
     ) -> None:
-        """Keep ``keys`` (default: every handled key) announced on our port until ``stop``."""
+        """Announce ``keys`` (default: every handled key) on our port now, then every
+        ``interval`` s until ``stop``. The first announcement is made before this returns,
+        so whoever looks up right after (a peer told we are ready) finds us."""
         if self.port is None:
             raise RuntimeError("listen first, then announce")
         self._link = link
         for key in keys if keys is not None else self.dispatcher.keys:
+            try:
+                link.announce(key, self.port, host)
+            except Exception as exc:  # the periodic announcer retries; a grape may be late
+                log.warning("announce %s failed (will retry): %s", key, exc)
             link.start_announcing(key, self.port, host, interval=interval)
             self._announced.append(key)
 

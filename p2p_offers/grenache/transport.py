@@ -5,28 +5,22 @@ and body, or raises ``NotDelivered`` (no connection was made) or
 ``MaybeDelivered`` (sent, but the answer was lost). Everything Grenache-specific
 (frames, gzip, rids) is the client's; a transport only carries bytes.
 
-``HttpTransport`` is the real one: one urllib3 pool of keep-alive connections
-per address (reconnecting costs more than a small request), no proxy lookups,
-no retries (a POST that may have been delivered is the caller's to judge).
+``HttpTransport`` is the real one: a few keep-alive connections per address
+(reconnecting costs more than a small request), no proxy lookups, no retries
+(a POST that may have been delivered is the caller's to judge).
 ``MockTransport`` hands the bytes to an in-process server's ``respond``, for
 tests that want the whole wire without sockets.
 """
 
 from __future__ import annotations
 
+import http.client
+import select
+import socket
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
 
 from p2p_offers.grenache.errors import MaybeDelivered, NotDelivered
 
@@ -44,43 +38,98 @@ class BaseTransport(ABC):
 
 
 class HttpTransport(BaseTransport):
-    def __init__(self, pool_per_host: int = 16, max_hosts: int = 256) -> None:
-        # block=False: a burst beyond the pool opens extra connections instead of waiting
-        self._pool = urllib3.PoolManager(
-            num_pools=max_hosts, maxsize=pool_per_host, block=False, retries=False
-        )
+    """Keep-alive HTTP/1.1 over ``http.client``, a few idle connections kept per address.
+
+    Measured against urllib3 on this wire (``bench/bench_rpc.py``, issue 7): urllib3
+    sends headers and body in two writes and spends about twice the CPU per call;
+    ``http.client`` with a bytes body sends one. A pooled connection is reused only
+    if it has been idle less than ``max_idle_s`` (below Node's 5 s keep-alive) and the
+    server has not closed it; a call on a reused connection that fails is
+    ``MaybeDelivered`` like any other (never retried here).
+    """
+
+    def __init__(self, pool_per_host: int = 16, max_idle_s: float = 4.0) -> None:
+        self.pool_per_host = pool_per_host
+        self.max_idle_s = max_idle_s
+        self._idle: dict[str, list[tuple[float, http.client.HTTPConnection]]] = {}
+        self._lock = threading.Lock()
 
     def post(self, address: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Reply:
+        conn = self._take(address)
+        if conn is None:
+            conn = _connect(address, timeout)
+        else:
+            assert conn.sock is not None
+            conn.sock.settimeout(timeout)
         try:
-            resp = self._pool.request(
-                "POST",
-                f"http://{address}/",
-                body=body,
-                headers=dict(headers),
-                timeout=urllib3.Timeout(connect=min(timeout, 3.0), read=timeout),
-                retries=False,
-                redirect=False,
-            )
-        except MaxRetryError as exc:  # what retries=False still wraps some failures in
-            raise _classify(address, exc.reason or exc) from None
-        except HTTPError as exc:
-            raise _classify(address, exc) from None
-        except OSError as exc:
-            raise MaybeDelivered(f"{address}: {exc}") from None
-        return resp.status, resp.data
+            conn.request("POST", "/", body=body, headers=dict(headers))
+            resp = conn.getresponse()
+            data = resp.read()
+        except TimeoutError:
+            conn.close()
+            raise MaybeDelivered(f"ERR_TIMEOUT: {address} did not answer in time") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise MaybeDelivered(f"{address}: connection lost: {exc!r}") from None
+        if resp.will_close:
+            conn.close()
+        else:
+            self._give(address, conn)
+        return resp.status, data
+
+    def _take(self, address: str) -> http.client.HTTPConnection | None:
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle.get(address)
+            while idle:
+                since, conn = idle.pop()
+                if now - since < self.max_idle_s and not _closed_by_peer(conn):
+                    return conn
+                conn.close()
+        return None
+
+    def _give(self, address: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(address, [])
+            if len(idle) < self.pool_per_host:
+                idle.append((time.monotonic(), conn))
+                return
+        conn.close()
 
     def close(self) -> None:
-        self._pool.clear()
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for _, conn in conns:
+                conn.close()
 
 
-def _classify(address: str, exc: BaseException) -> Exception:
-    if isinstance(exc, NewConnectionError | ConnectTimeoutError | ConnectionRefusedError):
-        return NotDelivered(f"{address}: {exc}")
-    if isinstance(exc, ReadTimeoutError):
-        return MaybeDelivered(f"ERR_TIMEOUT: {address} did not answer in time")
-    if isinstance(exc, ProtocolError):
-        return MaybeDelivered(f"{address}: connection lost: {exc}")
-    return MaybeDelivered(f"{address}: {exc}")
+def _connect(address: str, timeout: float) -> http.client.HTTPConnection:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise NotDelivered(f"{address}: not host:port")
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=min(timeout, 3.0))
+    try:
+        conn.connect()
+    except OSError as exc:  # refused, unreachable, connect timeout: nothing was sent
+        conn.close()
+        raise NotDelivered(f"{address}: {exc}") from None
+    assert conn.sock is not None
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sock.settimeout(timeout)
+    return conn
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection is readable only if the server closed it (or broke it)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class MockTransport(BaseTransport):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
@@ -149,10 +150,12 @@ def serve(config: NodeConfig) -> int:
     quiet_client_failures(node.edge_counts)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    started = threading.Event()
     rpc = None
     try:
+        rpc = start_rpc(app, node, APIS, MAX_BODY, started)
         node.start()
-        rpc = start_rpc(app, node, APIS, MAX_BODY)
+        started.set()
         log.info("serving on http://%s:%d", config.host, config.port)
         log.info("Grenache RPC on %s:%d", config.host, config.grenache_port)
         server.run()

@@ -18,6 +18,7 @@ same port, over ``GrenacheTransport``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ from p2p_offers.node.network.transport import PEER_SERVICE
 
 if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node
+
+START_WAIT_S = 30.0  # how long a request that came before the node started waits for it
 
 # action -> (method, path, {args key: path parameter})
 ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
@@ -69,9 +72,11 @@ class Actions:
         node: Node,
         apis: Iterable[Api],
         table: dict[str, tuple[str, str, dict[str, str]]] = ACTIONS,
+        ready: threading.Event | None = None,
     ) -> None:
         self.app = app
         self.node = node
+        self.ready = ready
         by_route = {(op.method, op.path): op for api in apis for op in api.operations}
         self._ops: dict[str, tuple[Operation, dict[str, str]]] = {}
         for action, (method, path, params) in table.items():
@@ -91,6 +96,8 @@ class Actions:
         raise ServiceError(errors.rpc_error(error), error.body())
 
     def call(self, payload: Any) -> Any:
+        if self.ready is not None and not self.ready.wait(START_WAIT_S):
+            raise errors.PeerFailure("the node is still starting; try again")
         action, args = _split(payload)
         found = self._ops.get(action)
         if found is None:
@@ -133,17 +140,29 @@ def _split(payload: Any) -> tuple[str, dict[str, Any]]:
     return payload["action"], dict(args[0]) if args else {}
 
 
-def start_rpc(app: Flask, node: Node, apis: Iterable[Api], max_request: int) -> PeerRPCServer:
-    """Listen on the node's RPC port and announce its two names there; ``stop()`` to end."""
+def start_rpc(
+    app: Flask,
+    node: Node,
+    apis: Iterable[Api],
+    max_request: int,
+    ready: threading.Event | None = None,
+) -> PeerRPCServer:
+    """Listen on the node's RPC port and announce its two names there; ``stop()`` to end.
+
+    Started before the node (so the names are in the DHT by the time the node says it
+    is ready, as its REST names are), it holds requests until ``ready`` is set, the way
+    waitress's bound socket holds them in its backlog until it serves.
+    """
     config = node.config
     server = PeerRPCServer(workers=config.threads, max_request=max_request, parse_float=Decimal)
-    actions = Actions(app, node, apis)
+    actions = Actions(app, node, apis, ready=ready)
     names = [NODE_SERVICE, owner_service(node.client_id)]
     for name in names:
         server.handle(name, actions)
     # Peers on a pool of their own: users' bids wait on other nodes' peerBid, and with one
     # pool, two nodes full of those would wait on each other until every bid timed out.
-    server.handle(PEER_SERVICE, Actions(app, node, apis, PEER_ACTIONS), config.threads)
+    peer_actions = Actions(app, node, apis, PEER_ACTIONS, ready)
+    server.handle(PEER_SERVICE, peer_actions, config.threads)
     server.listen(config.grenache_port, config.host)
     server.announce(node.dht, names, config.announce_interval_s, config.announce_host)
     return server
