@@ -382,3 +382,40 @@ def test_a_key_with_its_own_pool_is_answered_while_the_shared_pool_is_blocked():
         gate.set()
         client.close()
         server.stop()
+
+
+def test_a_keep_alive_connection_the_server_closed_is_not_reused():
+    """A server that closes an idle connection (Node's does after 5 s) must not turn the
+    next request into MaybeDelivered: the closed connection is noticed and replaced."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    accepted = []
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def serve() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                accepted.append(conn)
+                data = b""
+                while b"]" not in data:
+                    data += conn.recv(65536)
+                rid = json.loads(data.split(b"\r\n\r\n", 1)[1])[0]
+                body = json.dumps([rid, None, len(accepted)]).encode()
+                conn.sendall(reply % (len(body), body))
+                conn.close()  # keep-alive promised, then closed while idle
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        from p2p_offers.grenache.client import call
+        from p2p_offers.grenache.transport import HttpTransport
+
+        transport = HttpTransport()
+        assert call(transport, address, "svc", 1, 5) == 1
+        while accepted[0].fileno() != -1:  # the server has closed the first connection
+            threading.Event().wait(0.001)
+        assert call(transport, address, "svc", 2, 5) == 2
+        thread.join(5)
+        transport.close()
