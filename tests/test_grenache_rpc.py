@@ -136,6 +136,14 @@ def test_reply_is_gzipped_when_the_request_was():
     assert wire.decode_reply(reply, True) == ("z", None, {"echo": "hi"})
 
 
+def test_raw_json_data_is_spliced_into_the_reply():
+    for compress in (False, True):
+        body = wire.encode_reply("r", None, wire.RawJson(b'{"records":[1,2]}'), compress)
+        assert wire.decode_reply(body, compress) == ("r", None, {"records": [1, 2]})
+    body, _ = wire.encode_request("q", "svc", b'{"action":"x"}', False)
+    assert json.loads(body) == ["q", "svc", {"action": "x"}]
+
+
 def test_decode_reply_rejects_non_frames():
     for bad in (b"nope", b'{"a":1}', b'["r", 5, null]', b"[1,2]"):
         with pytest.raises(wire.ReplyError):

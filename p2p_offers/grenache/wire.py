@@ -27,6 +27,11 @@ MAX_REPLY = 16 * 1024 * 1024  # bytes of a reply frame a client accepts, after i
 Rid = str | int | None
 
 
+class RawJson(bytes):
+    """A reply's data already encoded as JSON: spliced into the frame, not decoded and
+    encoded again (a node's sync page is rendered once as JSON text)."""
+
+
 class FrameError(Exception):
     """A request frame this server cannot take; ``err`` is the reply's error string."""
 
@@ -143,7 +148,10 @@ def _no_constant(name: str) -> Any:
 
 
 def encode_reply(rid: Rid, err: str | None, data: Any, compress: bool) -> bytes:
-    body = dumps([rid, err, data])
+    if isinstance(data, RawJson):
+        body = b"[" + dumps(rid) + b"," + dumps(err) + b"," + bytes(data) + b"]"
+    else:
+        body = dumps([rid, err, data])
     return gzip(body) if compress else body
 
 

@@ -17,7 +17,6 @@ same port, over ``GrenacheTransport``.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 from decimal import Decimal
@@ -27,6 +26,7 @@ from flask import Flask, Response
 from pydantic import ValidationError
 
 from p2p_offers.grenache import PeerRPCServer, ServiceError
+from p2p_offers.grenache.wire import RawJson
 from p2p_offers.node import errors
 from p2p_offers.node.http.registry import Api, Operation, invalid_input, invoke
 from p2p_offers.node.network.peers import NODE_SERVICE, owner_service
@@ -118,8 +118,8 @@ class Actions:
             result = invoke(
                 op, self.node, path_args, lambda: args, lambda: args, token, '"token" in args'
             )
-            if isinstance(result, Response):  # a handler that renders its own JSON
-                return json.loads(result.get_data())
+            if isinstance(result, Response):  # a handler that renders its own JSON: as is
+                return RawJson(result.get_data())
             return result
 
 
