@@ -17,6 +17,10 @@ Per operation and edge:
 Operations: ``getBook`` (GET /book), ``getOffer`` (GET /offers/<id>) and ``createOffer``
 (POST /offers: a DHT put and a durable SQLite write, fewer calls). Medians over
 ``--rounds``; ``ratio`` fields are RPC / REST (below 1: RPC is faster / cheaper).
+
+``client``: this process's CPU per sequential ``getBook`` call for the RPC client on
+``grenache.HttpTransport`` (http.client, one write per request) against the same
+client on a urllib3 pool, the choice ``HttpTransport`` was made by.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 from _common import base_parser, cpu_s, log, median_of, network, summarize
 
-from p2p_offers.grenache import PeerRPCClient
+from p2p_offers.grenache import BaseTransport, MaybeDelivered, NotDelivered, PeerRPCClient
 from p2p_offers.link import Link
 
 Call = Callable[[], Any]
@@ -77,6 +81,33 @@ def measure(call: Call, calls: int, threads: int, node: Any) -> dict[str, Any]:
         "p99_ms": seq["p99_ms"],
         **concurrent(call, calls, threads, node),
     }
+
+
+class Urllib3Transport(BaseTransport):
+    """The alternative measured: the same wire on a urllib3 pool."""
+
+    def __init__(self) -> None:
+        import urllib3
+
+        self.pool = urllib3.PoolManager(maxsize=16, retries=False)
+
+    def post(self, address: str, body: bytes, headers: Any, timeout: float) -> tuple[int, bytes]:
+        try:
+            resp = self.pool.request(
+                "POST", f"http://{address}/", body=body, headers=dict(headers), timeout=timeout
+            )
+        except Exception as exc:  # the bench only needs a failure to be loud
+            raise (NotDelivered if "refused" in str(exc) else MaybeDelivered)(str(exc)) from None
+        return resp.status, resp.data
+
+
+def client_cpu_us(client: PeerRPCClient, service: str, calls: int) -> float:
+    payload = {"action": "getBook", "args": [{}]}
+    client.request(service, payload)
+    start = time.process_time()
+    for _ in range(calls):
+        client.request(service, payload)
+    return round((time.process_time() - start) * 1e6 / calls, 1)
 
 
 def main() -> None:
@@ -147,6 +178,14 @@ def main() -> None:
                 "rest": rest_m,
                 "ratio": {k: round(rpc_m[k] / rest_m[k], 3) if rest_m[k] else None for k in rpc_m},
             }
+        other = PeerRPCClient(link, Urllib3Transport())
+        cpu: dict[str, list[float]] = {"http.client": [], "urllib3": []}
+        for _ in range(args.rounds):
+            cpu["http.client"].append(client_cpu_us(client, service, args.calls))
+            cpu["urllib3"].append(client_cpu_us(other, service, args.calls))
+        log(f"client CPU us per call: {cpu}")
+        results["client_cpu_us_per_call"] = {k: sorted(v)[len(v) // 2] for k, v in cpu.items()}
+        other.close()
         client.close()
         link.close()
     print(
