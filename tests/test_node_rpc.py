@@ -52,6 +52,7 @@ def test_every_node_answers_under_both_names_on_its_rpc_port(net):
         health = call(net, proc, "health")
         rest = net.get(proc, "/health")
         assert health["client_id"] == rest["client_id"] and health.keys() == rest.keys()
+        assert f"127.0.0.1:{rest['rpc_port']}" == proc.rpc
 
 
 def test_actions_answer_exactly_what_rest_does(net):

@@ -220,6 +220,7 @@ class Node:
             "status": "ok",
             "client_id": self.client_id,
             "port": self.config.port,
+            "rpc_port": self.config.grenache_port,  # Grenache RPC (p2p_offers:node)
             "synced": self.synced.is_set(),
             "offers": {**self.index.counts(), "own_open": self.maker.open_count()},
             "peers": self.peers.known_count(),
