@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from p2p_offers.grape.config import GrapeConfig
-from p2p_offers.node.config import NodeConfig, announce_problem
+from p2p_offers.node.config import RPC_PORT_OFFSET, NodeConfig, announce_problem
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -43,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     grape.add_argument("--rpc-timeout", type=float, default=0.25, help="DHT RPC timeout, s")
 
     node = sub.add_parser("node", help="run an exchange node")
-    node.add_argument("--port", type=_port, required=True)
+    node.add_argument("--port", type=_port, required=True, help="REST API port")
+    node.add_argument(
+        "--rpc-port", type=_port, default=None, help="Grenache RPC port (default: --port + 1000)"
+    )
+    node.add_argument(
+        "--peer-transport",
+        choices=("rpc", "rest"),
+        default=os.environ.get("P2P_OFFERS_PEER_TRANSPORT", "rpc"),
+        help="how this node calls other nodes: Grenache RPC (default) or the REST /peer/*",
+    )
     node.add_argument(
         "--grape",
         required=True,
@@ -73,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -94,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         from p2p_offers.node.http.app import serve
 
+        if args.rpc_port is None and args.port + RPC_PORT_OFFSET > 65535:
+            parser.error(f"--port {args.port} leaves no default RPC port: give --rpc-port")
         config = NodeConfig(
             port=args.port,
+            rpc_port=args.rpc_port,
+            peer_transport=args.peer_transport,
             grape=",".join(args.grape),
             data_dir=args.data_dir,
             host=args.host,

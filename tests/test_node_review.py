@@ -19,7 +19,7 @@ from p2p_offers import bids, ledger, offers
 from p2p_offers.cluster import free_ports
 from p2p_offers.node import errors
 from p2p_offers.node.config import NodeConfig
-from p2p_offers.node.network.peers import NODE_SERVICE, Peers
+from p2p_offers.node.network.peers import REST_NODE_SERVICE, Peers
 from p2p_offers.node.runtime import Node
 from p2p_offers.node.storage.receipts import Role, StoredFill
 from p2p_offers.node.trading.order import OrderStatus
@@ -78,7 +78,7 @@ class _RacingIdentities(dict):
 def test_peer_refresh_survives_an_address_forgotten_by_a_push_thread() -> None:
     dht = MemoryDht()
     for port in (1, 2, 3):
-        dht.announce(NODE_SERVICE, port)
+        dht.announce(REST_NODE_SERVICE, port)
     peers = Peers(dht, _InstantClient(), "me")  # type: ignore[arg-type]
     peers.invalidate = lambda: None  # type: ignore[method-assign]  # no background refreshes
     assert len(peers._refresh()) == 3  # all three identified
@@ -254,7 +254,7 @@ def test_a_slow_probe_never_holds_up_readers_of_the_peer_list() -> None:
     """Two nodes probing each other's /health (which reads the peer list) must not wait on
     each other: probes run outside the lock."""
     dht = MemoryDht()
-    dht.announce(NODE_SERVICE, 1)
+    dht.announce(REST_NODE_SERVICE, 1)
     probing = threading.Event()
 
     class SlowClient:
@@ -285,12 +285,12 @@ def test_addresses_that_do_not_answer_as_nodes_are_probed_once_and_never_hold_up
     peer list (main probed every junk address on every refresh, and waited for each)."""
     dht = MemoryDht()
     for port in range(1, 201):
-        dht.announce(NODE_SERVICE, port, "10.66.0.1")  # nothing there answers as a node
+        dht.announce(REST_NODE_SERVICE, port, "10.66.0.1")  # nothing there answers as a node
     hanging = [f"10.66.0.2:{port}" for port in range(1, 4)]
     for address in hanging:
         host, port = address.split(":")
-        dht.announce(NODE_SERVICE, int(port), host)
-    dht.announce(NODE_SERVICE, 7000)
+        dht.announce(REST_NODE_SERVICE, int(port), host)
+    dht.announce(REST_NODE_SERVICE, 7000)
     release = threading.Event()
     asked: list[str] = []
 

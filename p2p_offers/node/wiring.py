@@ -21,7 +21,12 @@ from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import Peers
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.network.sync import Syncer
-from p2p_offers.node.network.transport import HttpTransport, PeerTransport
+from p2p_offers.node.network.transport import (
+    REST_SERVICES,
+    GrenacheTransport,
+    HttpTransport,
+    PeerTransport,
+)
 from p2p_offers.node.offers.maker import OfferService
 from p2p_offers.node.offers.taker import Taker
 from p2p_offers.node.storage.database import Database
@@ -55,10 +60,13 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.ledger_rows = LedgerRows(db)
     # the network: the DHT, other nodes, what they tell us and what we tell them
     node.dht = dht if dht is not None else Link(config.grape)
-    node.peer_client = PeerClient(transport if transport is not None else HttpTransport())
+    if transport is None:  # a peer is reached on its Grenache RPC port, or (rest) on REST
+        transport = HttpTransport() if config.peer_transport == "rest" else GrenacheTransport()
+    node.peer_client = PeerClient(transport)
     node.index = OfferIndex(clock)
     node.intake = Intake(node.index, node.dht, me, clock)
-    node.peers = Peers(node.dht, node.peer_client, me)
+    services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
+    node.peers = Peers(node.dht, node.peer_client, me, services=services)
     node.publisher = Publisher(
         node.dht, node.peers, node.peer_client, node.own_offers.mark_published
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
@@ -31,7 +32,8 @@ from p2p_offers.node.http.exchange_routes import exchange
 from p2p_offers.node.http.offer_routes import public
 from p2p_offers.node.http.openapi import openapi
 from p2p_offers.node.http.peer_routes import peer
-from p2p_offers.node.http.registry import EXTENSION, Api
+from p2p_offers.node.http.registry import EXTENSION, Api, invalid_input
+from p2p_offers.node.http.rpc import start_rpc
 from p2p_offers.node.http.status import status_of
 from p2p_offers.node.http.waitress_logs import quiet_client_failures
 
@@ -111,18 +113,6 @@ def _register_errors(app: Flask) -> None:
         return error_response(errors.Internal("internal error; see the node's log"))
 
 
-def invalid_input(exc: ValidationError) -> errors.InvalidInput:
-    """Pydantic's errors as the fields at fault (dotted path) and why."""
-    problems = [
-        (
-            ".".join(str(p) for p in err["loc"]) or "body",
-            err["msg"].removeprefix("Value error, "),
-        )
-        for err in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
-    return errors.InvalidInput.fields(problems)
-
-
 def _from_werkzeug(exc: HTTPException) -> errors.DomainError:
     where = f"{request.method} {request.path}"
     if isinstance(exc, WerkzeugNotFound):
@@ -160,10 +150,17 @@ def serve(config: NodeConfig) -> int:
     quiet_client_failures(node.edge_counts)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    started = threading.Event()
+    rpc = None
     try:
+        rpc = start_rpc(app, node, APIS, MAX_BODY, started)
         node.start()
+        started.set()
         log.info("serving on http://%s:%d", config.host, config.port)
+        log.info("Grenache RPC on %s:%d", config.host, config.grenache_port)
         server.run()
     finally:
+        if rpc is not None:
+            rpc.stop()
         node.stop()
     return 0

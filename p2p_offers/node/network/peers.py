@@ -1,10 +1,15 @@
 """Finding other nodes through the DHT: who is out there, and where an offer's owner listens.
 
-Each node announces two names: ``p2p_offers:node`` (so peers can push
-announcements and sync from it) and ``p2p_offers:owner:<client_id>`` (so a
-taker's node can find the owner of an offer). Lookups are cached for a couple
-of seconds: a hot path (every publication, every bid) must not cost a DHT
-round trip, and a node that appears is still found within the cache lifetime.
+Each node announces its Grenache RPC port as ``p2p_offers:node`` and
+``p2p_offers:owner:<client_id>`` (what users and Grenache programs look up), and
+its REST port, where the peer endpoints (``/peer/*``) are, as
+``p2p_offers:rest:node`` (so peers can push announcements and sync from it) and
+``p2p_offers:rest:owner:<client_id>`` (so a taker's node can find the owner of
+an offer). Peers look up the names of the transport their client speaks:
+``GrenacheTransport`` (the default) dials RPC ports, ``HttpTransport`` REST ones.
+Lookups are cached for a couple of seconds: a hot path (every publication, every
+bid) must not cost a DHT round trip, and a node that appears is still found within
+the cache lifetime.
 
 A lookup returns addresses, not identities; each new address is asked once for
 its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
@@ -32,17 +37,23 @@ from dataclasses import dataclass
 from p2p_offers.link import GrapeError
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.transport import REST_SERVICES, RPC_SERVICES
 
 log = logging.getLogger(__name__)
 
-NODE_SERVICE = "p2p_offers:node"
+NODE_SERVICE = RPC_SERVICES[0]  # "p2p_offers:node": Grenache RPC
+REST_NODE_SERVICE = REST_SERVICES[0]  # "p2p_offers:rest:node": the REST port
 SHUN_S = 5.0  # an address that did not answer as a node is not probed again for this long
 SHUN_MAX_S = 600.0  # ... doubling with each further failure, up to this
 PROBE_WAIT_S = 1.0  # a refresh waits this long for its probes; slower ones finish later
 
 
 def owner_service(client_id: str) -> str:
-    return f"p2p_offers:owner:{client_id}"
+    return RPC_SERVICES[1] + client_id
+
+
+def rest_owner_service(client_id: str) -> str:
+    return REST_SERVICES[1] + client_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +70,11 @@ class Peers:
         my_id: str,
         ttl_s: float = 2.0,
         probe_wait_s: float = PROBE_WAIT_S,
+        services: tuple[str, str] = REST_SERVICES,
     ) -> None:
         self.dht = dht
         self.probe_wait_s = probe_wait_s  # how long a refresh waits for its probes
+        self.node_service, self.owner_prefix = services  # what the client's transport dials
         self.client = client
         self.my_id = my_id
         self.ttl_s = ttl_s
@@ -114,12 +127,14 @@ class Peers:
 
     def _refresh(self) -> list[Peer]:
         try:
-            addresses = self.dht.lookup(NODE_SERVICE)
+            addresses = self.dht.lookup(self.node_service)
         except GrapeError as exc:
             with self._lock:
                 first, self._lookup_failing = not self._lookup_failing, True
             if first:  # once per change, not once a second while the DHT is away
-                log.warning("lookup %s failing (keeping the last peer list): %s", NODE_SERVICE, exc)
+                log.warning(
+                    "lookup %s failing (keeping the last peer list): %s", self.node_service, exc
+                )
             with self._lock:
                 return self._nodes or []
         with self._lock:
@@ -194,7 +209,7 @@ class Peers:
             cached = self._owners.get(client_id)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        addresses = self.dht.lookup(owner_service(client_id))
+        addresses = self.dht.lookup(self.owner_prefix + client_id)
         with self._lock:
             self._owners[client_id] = (now, addresses)
             if len(self._owners) > 10_000:  # owners come and go: keep the fresh ones
