@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
@@ -82,9 +82,15 @@ def _is_grape_failure(exc: GrapeError) -> bool:
 
 class Link:
     def __init__(
-        self, grape: str | Sequence[str], *, timeout: float = 5.0, pool_size: int = 32
+        self,
+        grape: str | Sequence[str],
+        *,
+        timeout: float = 5.0,
+        pool_size: int = 32,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.grapes = grape_urls(grape)
+        self.observe = observe  # (kind, "ok" or the error name, seconds) after each request
         self._current = 0  # the grape that answered last
         self._skip: dict[str, tuple[float, int]] = {}  # url -> (skipped until, failures)
         self._grape_lock = threading.Lock()
@@ -125,6 +131,18 @@ class Link:
         When every grape is being skipped, the one due soonest is tried anyway (a
         request is never refused untried), but only that one.
         """
+        if self.observe is None:
+            return self._request_any(kind, data)
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return self._request_any(kind, data)
+        except GrapeError as exc:
+            outcome = exc.name
+            raise
+        finally:
+            self.observe(kind, outcome, time.perf_counter() - started)
+
+    def _request_any(self, kind: str, data: Any) -> Any:
         last: GrapeError | None = None
         for url in self._order():
             try:

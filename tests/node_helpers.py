@@ -146,6 +146,23 @@ class Net:
         return resp.json() if resp.status_code == 200 else None
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    """``GET /metrics`` of a grape or node, parsed by prometheus_client's own text parser:
+    (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = requests.get(f"{url}/metrics", timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(resp.text)
+        for sample in family.samples
+    }
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``check`` every few ms until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
+from node_helpers import scrape
 
 from p2p_offers import records
 from p2p_offers.cluster import Cluster, Proc, free_ports
@@ -515,18 +516,6 @@ def test_an_announcement_flood_keeps_the_genuine_entry_first(cluster):
     for port in range(5000, 5100):  # one machine announcing itself at many ports is bounded too
         links[2].announce("crowded", port)
     assert [len(link.lookup("crowded")) for link in links] == [64, 64, 64]
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    resp = requests.get(f"{url}/metrics", timeout=5)
-    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(resp.text)
-        for sample in family.samples
-    }
 
 
 def test_metrics_count_rpcs_records_peers_and_requests(cluster):

@@ -20,29 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import Counter, Gauge, Histogram
+
+from p2p_offers.metrics import CONTENT_TYPE, HTTP_BUCKETS, RPC_BUCKETS, new_registry, render
 
 RPCS = ("ping", "store", "put", "find_node", "find_value", "announce", "find_peers")
 HTTP_TYPES = ("announce", "lookup", "put", "get")
-# loopback round trips are ~0.1 ms, WAN ones 20-300 ms; the RPC timeout is 0.25 s by default
-RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-disable_created_metrics()  # a ``_created`` series per counter doubles the page and says little
+__all__ = ["CONTENT_TYPE", "GrapeMetrics"]
 
 
 class GrapeMetrics:
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry = new_registry()
         received = Counter(
             "grape_dht_rpc_received", "DHT RPCs received from other nodes", ["rpc"],
             registry=registry,
@@ -111,4 +100,4 @@ class GrapeMetrics:
         self._http_seconds[kind].observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry)

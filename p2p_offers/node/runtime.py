@@ -23,6 +23,7 @@ from p2p_offers.node import wiring
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
+from p2p_offers.node.metrics import NodeMetrics
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
 from p2p_offers.node.network.index import OfferIndex
@@ -82,6 +83,7 @@ class Node:
     sweeper: Sweeper
     desk: OrderDesk
     uncrosser: Uncrosser
+    metrics: NodeMetrics
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from p2p_offers.link import Link
 from p2p_offers.node.ledger.head import LEDGER_SALT
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
+from p2p_offers.node.metrics import NodeMetrics, TimedTransport
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
 from p2p_offers.node.network.index import OfferIndex
@@ -59,13 +60,14 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.orders = Orders(db)
     node.ledger_rows = LedgerRows(db)
     # the network: the DHT, other nodes, what they tell us and what we tell them
-    node.dht = dht if dht is not None else Link(config.grape)
+    node.metrics = metrics = NodeMetrics()  # GET /metrics; DHT and peer calls timed
+    node.dht = dht if dht is not None else Link(config.grape, observe=metrics.dht)
     if transport is None:  # a peer is reached on its Grenache RPC port, or (rest) on REST
         transport = HttpTransport() if config.peer_transport == "rest" else GrenacheTransport()
-    node.peer_client = PeerClient(transport)
+    services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
+    node.peer_client = PeerClient(TimedTransport(transport, metrics))
     node.index = OfferIndex(clock)
     node.intake = Intake(node.index, node.dht, me, clock)
-    services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
     node.peers = Peers(node.dht, node.peer_client, me, services=services)
     node.publisher = Publisher(
         node.dht, node.peers, node.peer_client, node.own_offers.mark_published
@@ -95,6 +97,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     # Half the server threads may wait for the worker; the rest stay free for peers.
     node.desk = OrderDesk(node.orders, node.maker, node.sweeper, clock, max(1, config.threads // 2))
     node.uncrosser = Uncrosser(me, node.index, node.maker, node.sweeper, node.desk)
+    metrics.watch(node)  # the rest of /metrics is read from the parts' counts when scraped
     connect(node)
 
 

@@ -36,6 +36,7 @@ from p2p_offers.node.http.registry import EXTENSION, Api, invalid_input
 from p2p_offers.node.http.rpc import start_rpc
 from p2p_offers.node.http.status import status_of
 from p2p_offers.node.http.waitress_logs import quiet_client_failures
+from p2p_offers.node.metrics import CONTENT_TYPE as METRICS_TYPE
 
 if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node
@@ -61,9 +62,17 @@ DESCRIPTION = (
 @meta.route("GET", "/openapi.json", summary="This document")
 def openapi_document(node: Node) -> dict[str, Any]:
     auth = bool(node.config.api_token)
-    return openapi(
+    document = openapi(
         APIS, "p2p-offers node", "1", auth=auth, path_params=PATH_PARAMS, description=DESCRIPTION
     )
+    ok = document["paths"]["/metrics"]["get"]["responses"]["200"]
+    ok["content"] = {"text/plain": {"schema": {"type": "string"}}}  # Prometheus' text format
+    return document
+
+
+@meta.route("GET", "/metrics", summary="Counts and latencies in Prometheus' text format")
+def metrics(node: Node) -> Response:
+    return Response(node.metrics.render(), content_type=METRICS_TYPE)
 
 
 def create_app(config: NodeConfig, node: Node | None = None) -> Flask:

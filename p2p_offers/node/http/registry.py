@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,6 +22,7 @@ from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
 from p2p_offers.node import errors
+from p2p_offers.node.metrics import outcome_of
 
 if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node
@@ -137,6 +139,25 @@ def invoke(
 
     ``query`` and ``body`` are read lazily: only the models an operation declares are read.
     """
+    started, outcome = time.perf_counter(), "ok"
+    try:
+        return _invoke(op, node, path_args, query, body, token, wanted)
+    except Exception as exc:
+        outcome = "invalid_input" if isinstance(exc, ValidationError) else outcome_of(exc)
+        raise
+    finally:
+        node.metrics.operation(op.handler.__name__, outcome, time.perf_counter() - started)
+
+
+def _invoke(
+    op: Operation,
+    node: Node,
+    path_args: dict[str, str],
+    query: Callable[[], dict[str, Any]],
+    body: Callable[[], Any],
+    token: str | None,
+    wanted: str,
+) -> Any:
     if op.auth:
         check_token(node.config.api_token, token, wanted)
     kwargs: dict[str, Any] = dict(path_args)
