@@ -28,6 +28,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2p-offers", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("P2P_OFFERS_LOG", "INFO"))
@@ -66,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
+    node.add_argument(
+        "--max-offers-per-owner", type=_positive, default=1000,
+        help="open offers kept per foreign owner; more are refused (owner_full)",
+    )  # fmt: skip
+    node.add_argument(
+        "--peer-push-rate", type=float, default=200.0, help="pushes/s per peer address"
+    )
+    node.add_argument(
+        "--peer-push-burst",
+        type=_positive,
+        default=1000,
+        help="pushes a quiet peer may send at once",
+    )
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
     start.add_argument("--grapes", type=int, default=3)
@@ -118,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             offer_ttl_s=args.offer_ttl,
             announce_interval_s=args.announce_interval,
             sync_interval_s=args.sync_interval,
+            max_offers_per_owner=args.max_offers_per_owner,
+            push_rate=args.peer_push_rate,
+            push_burst=args.peer_push_burst,
         )
         try:
             problem = announce_problem(config)  # docs/hardening.md: refuse, do not hide it

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -31,6 +32,10 @@ from p2p_offers.grenache import wire
 from p2p_offers.grenache.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+# The address (IP) a request came from, while its handler runs: the handler's signature
+# stays ``handler(payload)``, and a service that cares (per-peer limits) reads it here.
+REMOTE: contextvars.ContextVar[str | None] = contextvars.ContextVar("grenache_remote", default=None)
 
 Handler = Callable[[Any], Any]
 Answer = tuple[int, bytes, dict[str, str]]  # HTTP status, body, headers
@@ -222,7 +227,9 @@ class PeerRPCServer:
         req, answer = self.dispatcher.prepare(raw, headers)
         if req is not None:
             pool = self._pools.get(req.key, self._pool)
-            answer = await loop.run_in_executor(pool, self.dispatcher.answer, req)
+            context = contextvars.copy_context()
+            context.run(REMOTE.set, request.remote)
+            answer = await loop.run_in_executor(pool, context.run, self.dispatcher.answer, req)
         status, reply, reply_headers = answer
         return web.Response(status=status, body=reply, headers=reply_headers)
 

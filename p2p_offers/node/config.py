@@ -30,6 +30,10 @@ class NodeConfig:
     threads: int = 16  # waitress worker threads (and as many Grenache RPC handler threads)
     rpc_port: int | None = None  # Grenache RPC port; None: the REST port + RPC_PORT_OFFSET
     peer_transport: str = "rpc"  # how this node calls peers: "rpc" (Grenache) or "rest"
+    # spam bounds (docs/limits.md): open offers kept per foreign owner, pushes per peer address
+    max_offers_per_owner: int = 1000
+    push_rate: float = 200.0  # pushes per second per peer address, sustained
+    push_burst: int = 1000  # pushes a quiet peer address may send at once
 
     @property
     def grenache_port(self) -> int:

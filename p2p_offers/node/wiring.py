@@ -19,6 +19,7 @@ from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
+from p2p_offers.node.network.limits import PushLimiter
 from p2p_offers.node.network.peers import Peers
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.network.sync import Syncer
@@ -67,7 +68,14 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
     node.peer_client = PeerClient(TimedTransport(transport, metrics))
     node.index = OfferIndex(clock)
-    node.intake = Intake(node.index, node.dht, me, clock)
+    node.intake = Intake(
+        node.index,
+        node.dht,
+        me,
+        clock,
+        max_open_per_owner=config.max_offers_per_owner,
+        pushes=PushLimiter(config.push_rate, config.push_burst),
+    )
     node.peers = Peers(node.dht, node.peer_client, me, services=services)
     node.publisher = Publisher(
         node.dht, node.peers, node.peer_client, node.own_offers.mark_published

@@ -13,6 +13,7 @@ from p2p_offers.node import errors
 from p2p_offers.node.http import exchange_schemas as x
 from p2p_offers.node.http import schemas as s
 from p2p_offers.node.http.registry import Api
+from p2p_offers.node.http.remote import remote_address
 from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.offers import SignedOffer
 
@@ -36,6 +37,8 @@ def _count_malformed(node: Node) -> None:
 )
 def announce(node: Node, body: s.AnnounceBody) -> dict[str, Any]:
     items = body.items()
+    if not node.intake.admit_push(remote_address(), len(items)):  # docs/limits.md
+        return {"outcomes": {Outcome.RATE_LIMITED: len(items)}}
     if len(items) == 1:  # the common case; skip the verifier thread's hand-off
         return {"outcomes": {node.intake.receive(items[0].hash, items[0].record, "announce"): 1}}
     outcomes = node.intake.receive_many(((i.hash, i.record) for i in items), "announce")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -31,11 +31,12 @@ from p2p_offers.offers import OPEN, SignedOffer
 HISTORY_MAX = 64
 T = TypeVar("T")
 
-APPLIED, STALE, CONFLICT, EXPIRED = (
+APPLIED, STALE, CONFLICT, EXPIRED, OWNER_FULL = (
     Outcome.APPLIED,
     Outcome.STALE,
     Outcome.CONFLICT,
     Outcome.EXPIRED,
+    Outcome.OWNER_FULL,
 )
 
 
@@ -89,6 +90,7 @@ class OfferIndex:
         self._floors: dict[str, tuple[str, int, int]] = {}  # id -> (owner, seq, expires)
         self._book = Book()
         self._open_ids = SortedList()  # live ids in id order, for paging /peer/offers
+        self._open_per_owner: Counter[str] = Counter()  # owner -> ids in _open_ids
         self._expiry: list[tuple[int, str]] = []  # (expires, id), lazily invalidated
         self._closed: deque[tuple[int, str]] = deque()  # (closed at, id)
         self._dirty: set[str] = set()  # ids applied since the last take_dirty()
@@ -108,8 +110,13 @@ class OfferIndex:
         floor = self._floors.get(offer_id)
         return (None, 0) if floor is None else (floor[0], floor[1])
 
-    def apply(self, signed: SignedOffer) -> Outcome:
-        """Take ``signed`` if it is newer than what is held; say what happened."""
+    def apply(self, signed: SignedOffer, max_open: int | None = None) -> Outcome:
+        """Take ``signed`` if it is newer than what is held; say what happened.
+
+        With ``max_open`` (foreign records, docs/limits.md), an offer that would be its
+        owner's open offer number ``max_open + 1`` is refused ``OWNER_FULL``; a new
+        version of an offer already open, or one closing it, is always taken.
+        """
         offer = signed.offer
         now = self._clock()
         with self._lock:
@@ -120,6 +127,13 @@ class OfferIndex:
                 return STALE
             if offer.expires <= now:
                 return EXPIRED
+            if (
+                max_open is not None
+                and offer.status == OPEN
+                and self._open_per_owner[signed.owner] >= max_open
+                and offer.id not in self._open_ids
+            ):
+                return OWNER_FULL
             self._floors.pop(offer.id, None)
             self._dirty.add(offer.id)
             held = self._held.get(offer.id)
@@ -136,14 +150,24 @@ class OfferIndex:
                 self._book.add(entry)
                 if offer.id not in self._open_ids:
                     self._open_ids.add(offer.id)
+                    self._open_per_owner[signed.owner] += 1
             else:
                 self._close(offer.id, now)
             return APPLIED
 
     def _close(self, offer_id: str, now: int) -> None:
         if self._book.remove(offer_id) is not None:
-            self._open_ids.discard(offer_id)
+            self._unlist(offer_id)
         self._closed.append((now, offer_id))
+
+    def _unlist(self, offer_id: str) -> None:
+        """Out of the open ids (and its owner's open count), if it was there."""
+        if offer_id in self._open_ids:
+            self._open_ids.discard(offer_id)
+            owner = self._held[offer_id].signed.owner
+            self._open_per_owner[owner] -= 1
+            if not self._open_per_owner[owner]:
+                del self._open_per_owner[owner]
 
     def sweep(self) -> int:
         """Drop expired offers and shrink long-closed ones; returns how many expired."""
@@ -155,7 +179,7 @@ class OfferIndex:
                 held = self._held.get(offer_id)
                 if held is not None and held.signed.offer.expires == expires:
                     self._book.remove(offer_id)
-                    self._open_ids.discard(offer_id)
+                    self._unlist(offer_id)
                     del self._held[offer_id]
                     dropped += 1
                 elif held is None and self._floors.get(offer_id, ("", 0, now + 1))[2] <= now:

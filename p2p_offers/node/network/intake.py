@@ -26,6 +26,7 @@ from p2p_offers.link import GrapeError
 from p2p_offers.node.config import MAX_OFFER_TTL_S
 from p2p_offers.node.network.dht import Dht
 from p2p_offers.node.network.index import OfferIndex
+from p2p_offers.node.network.limits import PushLimiter
 from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.node.signals import Signal
 from p2p_offers.offers import Offer, SignedOffer
@@ -35,6 +36,7 @@ APPLIED, CONFLICT, STALE = Outcome.APPLIED, Outcome.CONFLICT, Outcome.STALE
 FORGED, MISMATCH, MALFORMED = Outcome.FORGED, Outcome.MISMATCH, Outcome.MALFORMED
 UNKNOWN, UNAVAILABLE, OWN = Outcome.UNKNOWN, Outcome.UNAVAILABLE, Outcome.OWN
 IMPLAUSIBLE, DUPLICATE, OVER_LIMIT = Outcome.IMPLAUSIBLE, Outcome.DUPLICATE, Outcome.OVER_LIMIT
+RATE_LIMITED = Outcome.RATE_LIMITED
 MAX_HASH_ONLY = 16  # DHT gets one batch may cost (each runs on the request thread)
 _HASH = re.compile(r"[0-9a-f]{40}")
 VERIFY_CHUNK = 64
@@ -74,9 +76,18 @@ def _verdicts(records: list[Record]) -> list[RecordError | None]:
 
 class Intake:
     def __init__(
-        self, index: OfferIndex, dht: Dht, my_id: str, clock: Callable[[], int] | None = None
+        self,
+        index: OfferIndex,
+        dht: Dht,
+        my_id: str,
+        clock: Callable[[], int] | None = None,
+        *,
+        max_open_per_owner: int | None = None,
+        pushes: PushLimiter | None = None,
     ) -> None:
         self.index = index
+        self.max_open_per_owner = max_open_per_owner  # docs/limits.md: beyond it, owner_full
+        self.pushes = pushes
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.dht = dht
         self.my_id = my_id
@@ -104,6 +115,14 @@ class Intake:
     def count(self, source: str, outcome: Outcome, n: int = 1) -> None:
         with self._lock:
             self._counts.setdefault(source, Counter())[outcome] += n
+
+    def admit_push(self, address: str, items: int) -> bool:
+        """May a push of ``items`` records from ``address`` be read? If its sender's bucket
+        is empty, no: its records are counted ``rate_limited`` (docs/limits.md)."""
+        if self.pushes is None or self.pushes.allow(address):
+            return True
+        self.count("announce", RATE_LIMITED, items)
+        return False
 
     def receive_many(self, items: Iterable[tuple[object, object]], source: str) -> Counter[Outcome]:
         """Consider many attached records (a sync page, a batch of announcements).
@@ -221,7 +240,7 @@ class Intake:
             return MALFORMED
         if not plausible(signed.offer, self.clock()):
             return IMPLAUSIBLE
-        outcome = self.index.apply(signed)
+        outcome = self.index.apply(signed, self.max_open_per_owner)
         if outcome == APPLIED:
             self.applied.emit(signed)
         return outcome

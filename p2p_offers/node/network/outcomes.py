@@ -19,3 +19,5 @@ class Outcome(StrEnum):
     IMPLAUSIBLE = "implausible"  # signed times no live owner would sign
     DUPLICATE = "duplicate"  # the same hash twice in one batch
     OVER_LIMIT = "over_limit"  # beyond what one request may cost us
+    OWNER_FULL = "owner_full"  # a new open offer of an owner holding the most we keep per owner
+    RATE_LIMITED = "rate_limited"  # pushed by a peer faster than its bucket allows: not read
