@@ -34,6 +34,16 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a rate above 0, got {text!r}")
+    return rate
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2p-offers", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("P2P_OFFERS_LOG", "INFO"))
@@ -77,14 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="open offers kept per foreign owner; more are refused (owner_full)",
     )  # fmt: skip
     node.add_argument(
-        "--peer-push-rate", type=float, default=200.0, help="pushes/s per peer address"
+        "--peer-push-rate", type=_rate, default=2000.0, help="records/s per peer address"
     )
     node.add_argument(
-        "--peer-push-burst",
-        type=_positive,
-        default=1000,
-        help="pushes a quiet peer may send at once",
-    )
+        "--peer-push-burst", type=_positive, default=20_000,
+        help="records a quiet peer address may push at once",
+    )  # fmt: skip
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
     start.add_argument("--grapes", type=int, default=3)

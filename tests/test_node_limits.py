@@ -73,17 +73,21 @@ def test_an_owner_holds_at_most_the_configured_open_offers(grape_url, tmp_path):
 
 def test_a_peer_pushing_faster_than_its_bucket_is_refused_and_counted(grape_url, tmp_path):
     clock = Clock()
-    client, node = limited_node(grape_url, tmp_path, clock, push_burst=3, push_rate=1e-6)
+    client, node = limited_node(grape_url, tmp_path, clock, push_burst=5, push_rate=1e-6)
     try:
         owner = SigningKey.generate()
-        batch = [foreign_offer(owner, clock.now) for _ in range(4)]
-        for signed in batch[:3]:
+        batch = [foreign_offer(owner, clock.now) for _ in range(5)]
+        for signed in batch[:2]:
             assert outcomes(client, signed) == {"applied": 1}
+        body = {"announcements": [announcement(s) for s in batch[2:]]}  # 3 records, 3 tokens
+        assert client.post("/peer/announce", json=body).json["outcomes"] == {"applied": 3}
         body = {"announcements": [announcement(s) for s in batch]}
         resp = client.post("/peer/announce", json=body)
-        assert resp.json["outcomes"] == {"rate_limited": 4}  # nothing of it was read
-        assert node.index.get(batch[3].id) is None
-        assert client.get("/health").json["announcements"]["announce"]["rate_limited"] == 4
+        assert resp.json["outcomes"] == {"rate_limited": 5}  # nothing of it was read
+        assert outcomes(client, foreign_offer(owner, clock.now)) == {"rate_limited": 1}
+        assert client.get("/health").json["announcements"]["announce"]["rate_limited"] == 6
+        page = client.get("/metrics").get_data(as_text=True)
+        assert 'node_intake_records_total{outcome="rate_limited",source="announce"} 6.0' in page
     finally:
         node.stop()
 
@@ -95,6 +99,9 @@ def test_a_bucket_refills_at_its_rate_and_stays_bounded():
     assert limiter.allow("b")  # each address has its own
     now[0] += 0.5  # one token back
     assert [limiter.allow("a"), limiter.allow("a")] == [True, False]
+    now[0] += 10
+    assert not limiter.allow("a", cost=3)  # a push of 3 records costs 3: refused whole
+    assert limiter.allow("a", cost=2)
     for i in range(MAX_BUCKETS + 10):
         limiter.allow(f"10.0.{i // 256}.{i % 256}")
     assert len(limiter._buckets) <= MAX_BUCKETS

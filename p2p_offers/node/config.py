@@ -32,8 +32,8 @@ class NodeConfig:
     peer_transport: str = "rpc"  # how this node calls peers: "rpc" (Grenache) or "rest"
     # spam bounds (docs/limits.md): open offers kept per foreign owner, pushes per peer address
     max_offers_per_owner: int = 1000
-    push_rate: float = 200.0  # pushes per second per peer address, sustained
-    push_burst: int = 1000  # pushes a quiet peer address may send at once
+    push_rate: float = 2000.0  # records pushed per second per peer address, sustained
+    push_burst: int = 20_000  # records a quiet peer address may push at once
 
     @property
     def grenache_port(self) -> int:

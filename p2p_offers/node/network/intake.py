@@ -119,7 +119,7 @@ class Intake:
     def admit_push(self, address: str, items: int) -> bool:
         """May a push of ``items`` records from ``address`` be read? If its sender's bucket
         is empty, no: its records are counted ``rate_limited`` (docs/limits.md)."""
-        if self.pushes is None or self.pushes.allow(address):
+        if self.pushes is None or self.pushes.allow(address, items):
             return True
         self.count("announce", RATE_LIMITED, items)
         return False

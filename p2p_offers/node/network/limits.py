@@ -2,13 +2,17 @@
 
 Announcements are hints that cost the receiver a signature check per record (and
 a DHT get per hash-only item), so a peer that pushes without pause could keep a
-node verifying forever. Each push (one request, at most 64 KiB: ~120 records)
-takes a token from its sender address's bucket; an empty bucket refuses the
-push, whose records are then counted ``rate_limited`` and not looked at. The
-defaults are far above honest traffic: a publisher pushes one batch per peer
-per round, so a 10,000-offer burst from one node is ~85 pushes, inside the
-burst of 1,000 even when every node of a test network shares 127.0.0.1.
-Records refused so still arrive by sync, which we pull, at our pace.
+node verifying forever. A push takes a token per record from its sender
+address's bucket (records, not requests: a request may carry one record or
+~120); a push the bucket cannot pay for is refused whole, its records counted
+``rate_limited`` and not looked at. Records refused so still arrive by sync,
+which we pull, at our own pace.
+
+The defaults are far above honest traffic: an honest node pushes each new
+version once to each peer, and one node creates at most a few hundred offers a
+second (each is a commit); a 10,000-offer burst fits in one bucket even on a
+test network where every node pushes from 127.0.0.1. An attacker's address
+costs us at most ~2,000 signature checks a second, a fraction of one core.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
-DEFAULT_PUSH_RATE = 200.0  # pushes per second per peer address, sustained
-DEFAULT_PUSH_BURST = 1000  # pushes a quiet peer may send at once
+DEFAULT_PUSH_RATE = 2000.0  # records per second per peer address, sustained
+DEFAULT_PUSH_BURST = 20_000  # records a quiet peer address may push at once
 MAX_BUCKETS = 10_000  # addresses tracked; the fullest (idle longest) are dropped first
 
 
@@ -39,14 +43,15 @@ class PushLimiter:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
 
-    def allow(self, address: str) -> bool:
-        """Take one token from ``address``'s bucket; False (nothing taken) if it is empty."""
+    def allow(self, address: str, cost: int = 1) -> bool:
+        """Take ``cost`` tokens from ``address``'s bucket; False (nothing taken) if it has
+        fewer (a refused push still refills while its sender waits)."""
         now = self.clock()
         with self._lock:
             tokens, at = self._buckets.get(address, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
-            allowed = tokens >= 1.0
-            self._buckets[address] = (tokens - 1.0 if allowed else tokens, now)
+            allowed = tokens >= cost
+            self._buckets[address] = (tokens - cost if allowed else tokens, now)
             if len(self._buckets) > MAX_BUCKETS:
                 self._forget_full(now)
             return allowed
