@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 from p2p_offers.grape.config import GrapeConfig
+from p2p_offers.logs import FORMATS
+from p2p_offers.logs import configure as configure_logs
 from p2p_offers.node.config import RPC_PORT_OFFSET, NodeConfig, announce_problem
 
 
@@ -44,6 +46,15 @@ def _rate(text: str) -> float:
     return rate
 
 
+def _log_format(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("P2P_OFFERS_LOG_FORMAT", "text"),
+        help="json: one JSON object per line, with request ids (docs/logging.md)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2p-offers", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("P2P_OFFERS_LOG", "INFO"))
@@ -57,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     grape.add_argument("--dpa", type=int, default=120_000, help="announcement lifetime, ms")
     grape.add_argument("--check_maxPayloadSize", type=int, default=8192, dest="max_payload")
     grape.add_argument("--rpc-timeout", type=float, default=0.25, help="DHT RPC timeout, s")
+    _log_format(grape)
 
     node = sub.add_parser("node", help="run an exchange node")
     node.add_argument("--port", type=_port, required=True, help="REST API port")
@@ -82,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
+    _log_format(node)
     node.add_argument(
         "--max-offers-per-owner", type=_positive, default=1000,
         help="open offers kept per foreign owner; more are refused (owner_full)",
@@ -111,9 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logs(args.log_level, getattr(args, "log_format", "text"))
     if args.command == "grape":
         from p2p_offers.grape.server import run
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from p2p_offers import records
+from p2p_offers import logs, records
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.grape.metrics import CONTENT_TYPE
 from p2p_offers.grape.server import GrapeServer, NoPeersError
@@ -68,7 +68,10 @@ async def handle(request: web.Request) -> web.Response:
         return web.Response(body=server.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
     loop = asyncio.get_running_loop()
     started = loop.time()
+    rid = logs.request_id(request.headers.get(logs.HEADER))  # a task per request: no reset
+    logs.REQUEST_ID.set(rid)
     response = await _answer(request, kind)
+    response.headers[logs.HEADER] = rid
     outcome = "ok" if response.status == 200 else _error_name(response)
     server.metrics.http(kind if kind in HANDLERS else "other", outcome, loop.time() - started)
     return response

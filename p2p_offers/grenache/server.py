@@ -30,6 +30,7 @@ from aiohttp import web
 
 from p2p_offers.grenache import wire
 from p2p_offers.grenache.errors import ServiceError
+from p2p_offers.logs import REQUEST_ID, request_id
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class Dispatcher:
             err = "ERR_INTERNAL: internal error; see the server's log"
         if err is not None:
             self.counts["errors"] += 1
+        if log.isEnabledFor(logging.DEBUG):  # the request's line, with its rid (p2p_offers.logs)
+            log.debug("%s %s", req.key, "ok" if err is None else err.partition(":")[0])
         try:
             reply = wire.encode_reply(req.rid, err, data, req.compress)
         except (TypeError, ValueError):
@@ -227,8 +230,9 @@ class PeerRPCServer:
         req, answer = self.dispatcher.prepare(raw, headers)
         if req is not None:
             pool = self._pools.get(req.key, self._pool)
-            context = contextvars.copy_context()
+            context = contextvars.copy_context()  # this request's, for the handler's thread
             context.run(REMOTE.set, request.remote)
+            context.run(REQUEST_ID.set, request_id(req.rid))  # the caller's rid, if well formed
             answer = await loop.run_in_executor(pool, context.run, self.dispatcher.answer, req)
         status, reply, reply_headers = answer
         return web.Response(status=status, body=reply, headers=reply_headers)

@@ -17,15 +17,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 from waitress.server import create_server
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
+from p2p_offers import logs
 from p2p_offers.node import errors
 from p2p_offers.node.config import MIN_OFFER_TTL_S, NodeConfig
 from p2p_offers.node.http.exchange_routes import exchange
@@ -86,6 +88,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> Flask:
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = node
     _register_errors(app)
+    _register_request_ids(app)
     for api in APIS:
         app.register_blueprint(api.blueprint)
     return app
@@ -120,6 +123,30 @@ def _register_errors(app: Flask) -> None:
     def _bug(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(errors.Internal("internal error; see the node's log"))
+
+
+def _register_request_ids(app: Flask) -> None:
+    """Each request's id (the client's ``X-Request-Id`` if well formed, else a new one) is
+    on every log line it causes and in its answer's ``X-Request-Id`` (docs/logging.md)."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id_token = logs.REQUEST_ID.set(logs.request_id(request.headers.get(logs.HEADER)))
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _answer(response: Response) -> Response:
+        response.headers[logs.HEADER] = logs.REQUEST_ID.get() or ""
+        if log.isEnabledFor(logging.DEBUG):
+            ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+            log.debug("%s %s %d %.1f ms", request.method, request.path, response.status_code, ms)
+        return response
+
+    @app.teardown_request
+    def _end(exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:  # a waitress thread serves many requests: none keeps an id
+            logs.REQUEST_ID.reset(token)
 
 
 def _from_werkzeug(exc: HTTPException) -> errors.DomainError:
