@@ -7,6 +7,9 @@ what node unit tests can build on. The same path on real processes is in
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from fakes import AppTransport, MemoryDht
 from node_helpers import wait_until
 
@@ -58,3 +61,48 @@ def test_two_nodes_trade_and_replicate_without_a_grape(tmp_path) -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two started nodes (a, b) on one MemoryDht and AppTransport: (nodes, clients, transport)."""
+    dht, transport = MemoryDht(), AppTransport()
+    nodes, clients = [], []
+    for name in ("a", "b"):
+        port = free_ports(1)[0]
+        config = NodeConfig(
+            port=port, grape="http://127.0.0.1:1", data_dir=tmp_path / name, sync_interval_s=0.5
+        )
+        node = Node(config, dht=dht, transport=transport)
+        app = create_app(config, node)
+        transport.add(f"127.0.0.1:{port}", app)
+        nodes.append(node)
+        clients.append(app.test_client())
+    for node in nodes:
+        node.start()
+    yield nodes, clients, transport
+    for node in nodes:
+        node.stop()
+
+
+def test_a_refused_bid_replayed_after_the_maker_grew_the_offer_is_refused_again(pair) -> None:
+    """#11.1: b's bid is refused insufficient_amount; a grows the offer; the same signed bid,
+    sent again (as anyone who saw it could), gets the same 409, never a fill."""
+    (a, b), (ca, cb), transport = pair
+    sent: list[Any] = []
+
+    def keep_bids(address: str, action: str, payload: Any) -> None:
+        if action == "bid":
+            sent.append(payload)
+
+    transport.intercept = keep_bids
+    offer = ca.post("/offers", json={"side": "sell", "price_usd": "30000", "amount_btc": "1"}).json
+    wait_until(lambda: b.index.get(offer["id"]), 10, "the offer to reach b")
+    refused = cb.post(f"/offers/{offer['id']}/bids", json={"amount_btc": "2"})
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "insufficient_amount"
+    assert ca.patch(f"/offers/{offer['id']}", json={"amount_btc": "5"}).status_code == 200
+    (wire,) = sent
+    replay = ca.post("/peer/bids", json=wire)
+    assert replay.status_code == 409 and replay.json == refused.json
+    assert a.receipts.all() == [] and b.receipts.all() == []
+    assert ca.get(f"/offers/{offer['id']}").json["amount_btc"] == "5.00000000"

@@ -157,6 +157,20 @@ class OfferExpired(Refusal):
     code = "offer_expired"
 
 
+class BidExpired(Refusal):
+    """The bid's ``ts`` is outside the owner's window (``bids.BID_WINDOW_MS``)."""
+
+    code = "bid_expired"
+
+    @classmethod
+    def of(cls, bid: Bid, now_ms: int, window_ms: int) -> BidExpired:
+        return cls(
+            f"the bid is dated {bid.ts} ms, {abs(bid.ts - now_ms) / 1000:.0f} s from the owner's "
+            f"clock; a bid is filled only within {window_ms // 1000} s of its ts",
+            {"bid_id": bid.bid_id, "ts": bid.ts, "owner_ts": now_ms, "window_s": window_ms // 1000},
+        )
+
+
 class StaleOffer(Refusal):
     code = "stale_offer"
 

@@ -39,6 +39,7 @@ from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.own_offers import OwnOffers
 from p2p_offers.node.storage.receipts import Receipts
+from p2p_offers.node.storage.refusals import Refusals
 from p2p_offers.node.storage.seen import Seen
 from p2p_offers.node.trading.desk import OrderDesk
 from p2p_offers.node.trading.sweeper import Sweeper
@@ -62,6 +63,7 @@ class Node:
     db: Database
     own_offers: OwnOffers
     receipts: Receipts
+    refusals: Refusals
     seen: Seen
     in_doubt: BidsInDoubt
     orders: Orders

@@ -30,6 +30,7 @@ from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.own_offers import OwnOffers
 from p2p_offers.node.storage.receipts import Receipts
+from p2p_offers.node.storage.refusals import Refusals
 from p2p_offers.node.storage.seen import Seen
 from p2p_offers.node.trading.desk import OrderDesk
 from p2p_offers.node.trading.sweeper import Sweeper
@@ -49,6 +50,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.db = db = Database(config.data_dir / "node.sqlite3")
     node.own_offers = OwnOffers(db)
     node.receipts = Receipts(db)
+    node.refusals = Refusals(db)
     node.seen = Seen(db)
     node.in_doubt = BidsInDoubt(db)
     node.orders = Orders(db)
@@ -69,6 +71,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         db,
         node.own_offers,
         node.receipts,
+        node.refusals,
         node.index,
         node.publisher,
         clock,

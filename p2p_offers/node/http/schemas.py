@@ -206,7 +206,11 @@ class BidIn(Strict):
     amount: int = Field(ge=1, le=money.MAX_AMOUNT_SATS, description="satoshis")
     price: int = Field(ge=1, le=money.MAX_PRICE_CENTS, description="cents per BTC")
     taker: Hex64
-    ts: int = Field(ge=0, le=MAX_MS, description="ms")
+    ts: int = Field(
+        ge=0,
+        le=MAX_MS,
+        description="ms; the owner refuses (409 bid_expired) a bid more than 60 s from its clock",
+    )
     sig: Sig
 
 

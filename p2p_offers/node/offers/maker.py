@@ -35,6 +35,7 @@ from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.database import Database, Tx
 from p2p_offers.node.storage.own_offers import OwnOffers, OwnVersion
 from p2p_offers.node.storage.receipts import Receipts, StoredFill
+from p2p_offers.node.storage.refusals import Refusals, Refused
 from p2p_offers.offers import FILLED, OPEN, SignedOffer, TransitionError
 from p2p_offers.signing import public_hex
 
@@ -54,6 +55,7 @@ class OfferService:
         db: Database,
         own: OwnOffers,
         receipts: Receipts,
+        refusals: Refusals,
         index: OfferIndex,
         publisher: Publisher,
         clock: Callable[[], int],
@@ -64,6 +66,7 @@ class OfferService:
         self.db = db
         self.own_offers = own
         self.receipts = receipts
+        self.refusals = refusals
         self.index = index
         self.publisher = publisher
         self.clock = clock
@@ -280,13 +283,22 @@ class OfferService:
         self.commit([version])
         return version.signed
 
-    def commit(self, versions: list[OwnVersion], fills: Iterable[StoredFill] = ()) -> None:
+    def commit(
+        self,
+        versions: list[OwnVersion],
+        fills: Iterable[StoredFill] = (),
+        refused: list[Refused] | None = None,
+    ) -> None:
         """Durable first, then visible, then published (see the module docstring).
 
         A fill whose bid already has a receipt raises ``BidRecorded`` and writes nothing.
+        ``refused`` bids are remembered in the same transaction, so a refusal is as
+        durable as a fill before either is answered.
         """
         fills = list(fills)
         with self.db.transaction() as tx:
+            if refused:
+                self.refusals.insert(tx, refused, self.clock())
             self.own_offers.save(tx, versions)
             for fill in fills:
                 self.receipts.insert_new(tx, fill)

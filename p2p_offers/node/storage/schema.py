@@ -4,6 +4,8 @@ Version 0 is the unversioned file written before the schema had a number:
 the same tables as now except ``orders``, which held each order as one JSON
 document (searched with ``instr``). Version 1 keeps an order's scalar fields in
 columns, its fills and its bids in doubt in tables of their own, all indexed.
+Version 2 adds ``refused_bids``: the owner's final refusals, so a replayed bid
+gets the refusal it got before and never a fill.
 
 A fresh file is created at the current version; an older one is migrated in
 one transaction, so a crash mid-way leaves it as it was.
@@ -15,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-VERSION = 1
+VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS own_offers (
@@ -74,6 +76,18 @@ CREATE TABLE IF NOT EXISTS ledger_forks (
 ) WITHOUT ROWID;
 """
 
+REFUSED = """
+CREATE TABLE IF NOT EXISTS refused_bids (
+    bid_id  TEXT PRIMARY KEY,
+    sig     TEXT NOT NULL,     -- the bid's signature: the same signed bid has the same one
+    code    TEXT NOT NULL,     -- the refusal, exactly as answered
+    message TEXT NOT NULL,
+    details TEXT,              -- JSON object or NULL
+    keep_until INTEGER NOT NULL  -- ms: past it the bid is outside the window for good
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refused_bids_keep ON refused_bids (keep_until);
+"""
+
 ORDERS = """
 CREATE TABLE orders (
     id       TEXT PRIMARY KEY,
@@ -114,7 +128,7 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         if fresh:
-            _run(db, TABLES + ORDERS)
+            _run(db, TABLES + ORDERS + REFUSED)
         else:
             for step in MIGRATIONS[version:]:
                 step(db)
@@ -170,4 +184,9 @@ def _v0_to_v1(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE orders_v0")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """The refusals table; nothing else changes."""
+    _run(db, REFUSED)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
