@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 0.25
 SEEN_FLUSH_INTERVAL_S = 2.0
+NEW_PEER_CHECK_S = 0.5  # between full syncs, how often peers never pulled from are looked for
 
 
 def now_ms() -> int:
@@ -181,13 +182,22 @@ class Node:
             self.seen.save(foreign, self.clock())
 
     def _sync_loop(self) -> None:
+        """A full pull every interval; in between, from peers that came up since (``sync_new``)."""
         while True:
             try:
                 self.syncer.sync_once()
             except Exception:
                 log.exception("sync failed")
             self.synced.set()
-            if self._stopping.wait(self.config.sync_interval_s):
+            deadline = time.monotonic() + self.config.sync_interval_s
+            while (left := deadline - time.monotonic()) > 0:
+                if self._stopping.wait(min(left, NEW_PEER_CHECK_S)):
+                    return
+                try:
+                    self.syncer.sync_new()
+                except Exception:
+                    log.exception("sync from new peers failed")
+            if self._stopping.is_set():
                 return
 
     def wake_resolver(self) -> None:

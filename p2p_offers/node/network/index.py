@@ -8,6 +8,13 @@ closed ones stay visible for a while (``closed_keep_s``) and then shrink to a
 record's expiry, after which every version of it is dead anyway (expiry only
 grows with seq, so an expired newest version means all older ones expired).
 
+A floor rejects versions *below* its seq, never the version it names: a floor
+is what a node remembers of a record it no longer holds (across a restart,
+from the ``seen`` table, or after letting a closed record go), so that very
+version is not news it has, and must be taken when it comes again. Otherwise
+a restarted node would refuse the unchanged current version of every foreign
+offer as stale and list only its own until their owners next changed them.
+
 An offer id is bound to the first owner seen for it: ids are random uuid4s, so
 a second owner claiming the same id is an attacker trying to displace the
 offer in everybody's book.
@@ -96,7 +103,10 @@ class OfferIndex:
     # -- writes --------------------------------------------------------------------------
 
     def holder(self, offer_id: str) -> tuple[str, int] | None:
-        """(owner, seq) held for this id, or None if the id is unknown."""
+        """(owner, highest seq that is no news) for this id, or None if the id is unknown.
+
+        A version is news only above that seq: the one held, or one below a floor.
+        """
         with self._lock:
             owner, seq = self._owner_seq(offer_id)
         return None if owner is None else (owner, seq)
@@ -106,7 +116,8 @@ class OfferIndex:
         if held is not None:
             return held.signed.owner, held.signed.seq
         floor = self._floors.get(offer_id)
-        return (None, 0) if floor is None else (floor[0], floor[1])
+        # a floor's own version is not held, so it is news (see the module docstring)
+        return (None, 0) if floor is None else (floor[0], floor[1] - 1)
 
     def apply(self, signed: SignedOffer) -> Outcome:
         """Take ``signed`` if it is newer than what is held; say what happened."""
