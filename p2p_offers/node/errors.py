@@ -203,6 +203,20 @@ class DuplicateBid(Refusal):
     code = "duplicate_bid"
 
 
+class SelfCross(Refusal):
+    """An offer of ours would cross our own resting offers (``details.offers`` names them)."""
+
+    code = "self_cross"
+
+    @classmethod
+    def of(cls, side: str, price: int, offer_ids: list[str]) -> SelfCross:
+        return cls(
+            f"a {side} at {format_usd(price)} would cross this node's own resting offers "
+            f'{", ".join(offer_ids)}; send "stp": "cancel_resting" to cancel them first',
+            {"offers": offer_ids},
+        )
+
+
 class OwnOffer(Refusal):
     code = "own_offer"
 

@@ -52,7 +52,11 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
 DESCRIPTION = (
     "A node of the p2p-offers USD/BTC exchange. Errors are always "
     '{"error": {"code", "message", "details"?}} (docs/errors.md); details is an object. '
-    f"Offers live ttl_s seconds between refreshes (at least {MIN_OFFER_TTL_S})."
+    f"Offers live ttl_s seconds between refreshes (at least {MIN_OFFER_TTL_S}). "
+    "One owner never crosses the book: an offer (POST /offers, a new price by PATCH, the rest "
+    "of a GTC order) that would cross the same node's own resting offers is refused 409 "
+    'self_cross, naming those offers in details.offers, unless the request says "stp": '
+    '"cancel_resting", in which case the crossing own offers are cancelled first.'
 )
 
 

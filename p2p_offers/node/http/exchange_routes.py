@@ -28,15 +28,19 @@ def _view(node: Node, order: Order) -> dict[str, Any]:
     "POST",
     "/orders",
     summary="A limit order: trades against the book best-first, the GTC rest is posted; "
-    "202 if it is still queued when the wait runs out (poll GET /orders/<id>)",
+    "202 if it is still queued when the wait runs out (poll GET /orders/<id>). A GTC order "
+    "whose limit crosses this node's own resting offers is 409 self_cross naming them, "
+    'before it trades, unless "stp": "cancel_resting" (they are cancelled before the rest '
+    "is posted)",
     body=x.CreateOrder,
     response=x.OrderOut,
     status=201,
+    raises=(errors.SelfCross,),
     accepted=True,
     auth=True,
 )
 def create_order(node: Node, body: x.CreateOrder) -> Any:
-    order = node.desk.submit(body.side, body.price_usd, body.amount_btc, body.tif)
+    order = node.desk.submit(body.side, body.price_usd, body.amount_btc, body.tif, body.stp)
     view = _view(node, order)
     if order.status == OrderStatus.PENDING:
         accepted = current_app.json.response(view)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from p2p_offers.book import Side, Tif
 from p2p_offers.node.http.schemas import (
+    STP_FIELD,
     AmountBtc,
     BtcString,
     Hex64,
@@ -18,6 +19,7 @@ from p2p_offers.node.http.schemas import (
     UsdString,
 )
 from p2p_offers.node.ledger.replicator import MAX_PAGE_LIMIT, PAGE_LIMIT
+from p2p_offers.node.offers.stp import Stp
 from p2p_offers.node.storage.database import MAX_INTEGER
 from p2p_offers.node.trading.order import OrderStatus
 
@@ -27,6 +29,7 @@ class CreateOrder(Strict):
     price_usd: PriceUsd
     amount_btc: AmountBtc
     tif: Tif = Field(Tif.GTC, description="gtc: post the unfilled rest as an offer; ioc: drop it")
+    stp: Stp | None = STP_FIELD
 
 
 class BidInDoubtOut(BaseModel):

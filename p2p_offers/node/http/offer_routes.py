@@ -69,22 +69,26 @@ def get_offer(node: Node, offer_id: str) -> dict[str, Any]:
 @public.route(
     "POST",
     "/offers",
-    summary="Place an offer",
+    summary="Place an offer; one that would cross this node's own resting offers is "
+    '409 self_cross naming them, unless "stp": "cancel_resting" (they are cancelled first)',
     body=s.CreateOffer,
     response=s.OfferOut,
     status=201,
+    raises=(errors.SelfCross,),
     auth=True,
 )
 def create_offer(node: Node, body: s.CreateOffer) -> dict[str, Any]:
     ttl_ms = body.ttl_s * 1000 if body.ttl_s else None
-    return offer_view(node.maker.create(body.side, body.price_usd, body.amount_btc, ttl_ms))
+    placed = node.maker.place(body.side, body.price_usd, body.amount_btc, ttl_ms, body.stp)
+    return offer_view(placed)
 
 
 @public.route(
     "PATCH",
     "/offers/<offer_id>",
     summary="Change price and/or amount of the open record named; a record closed by a "
-    "partial fill answers 409 offer_not_open with its live remainder's id",
+    "partial fill answers 409 offer_not_open with its live remainder's id; a price that "
+    "would cross this node's own resting offers answers 409 self_cross",
     body=s.UpdateOffer,
     response=s.OfferOut,
     raises=(errors.NotOwner, errors.NotFound, errors.Refusal, errors.InvalidTerms),

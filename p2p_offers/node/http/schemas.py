@@ -30,6 +30,7 @@ from p2p_offers.bids import MAX_SEQ
 from p2p_offers.book import Side
 from p2p_offers.fields import MAX_MS
 from p2p_offers.node.config import MAX_OFFER_TTL_S, MIN_OFFER_TTL_S
+from p2p_offers.node.offers.stp import Stp
 from p2p_offers.offers import OfferStatus
 
 Status = OfferStatus
@@ -96,6 +97,13 @@ class Strict(BaseModel):
 # -- requests ------------------------------------------------------------------------------
 
 
+STP_FIELD: Any = Field(
+    None,
+    description="self-trade prevention: an offer that would cross this node's own resting "
+    "offers is refused 409 self_cross naming them; cancel_resting cancels those first",
+)
+
+
 class CreateOffer(Strict):
     side: Side
     price_usd: PriceUsd
@@ -107,6 +115,7 @@ class CreateOffer(Strict):
         description=f"seconds between refreshes while the node runs ({MIN_OFFER_TTL_S} to "
         f"{MAX_OFFER_TTL_S}); the offer expires that long after the node stops refreshing it",
     )
+    stp: Stp | None = STP_FIELD
 
 
 def _given(parse: Any) -> Any:
