@@ -106,3 +106,48 @@ def test_a_refused_bid_replayed_after_the_maker_grew_the_offer_is_refused_again(
     assert replay.status_code == 409 and replay.json == refused.json
     assert a.receipts.all() == [] and b.receipts.all() == []
     assert ca.get(f"/offers/{offer['id']}").json["amount_btc"] == "5.00000000"
+
+
+def test_an_offer_that_traded_says_so_whatever_the_path(pair) -> None:
+    """#10.3: an own offer used up by uncrossing ended cancelled with fill null and nothing
+    linking it to its trade; now GET /offers/<id> lists the fills every offer made."""
+    (a, b), (ca, cb), _ = pair
+    older = cb.post("/offers", json={"side": "sell", "price_usd": "30000", "amount_btc": "2"}).json
+    wait_until(lambda: a.index.get(older["id"]), 10, "b's ask on a")
+    newer = ca.post("/offers", json={"side": "buy", "price_usd": "30000", "amount_btc": "0.5"}).json
+
+    def used_up() -> dict | None:
+        seen = ca.get(f"/offers/{newer['id']}").json
+        return seen if seen["status"] != "open" and seen["fills"] else None
+
+    mine = wait_until(used_up, 10, "a's buy to uncross against b's older ask")
+    assert mine["status"] == "cancelled" and mine["fill"] is None  # the record's own word ...
+    (fill,) = mine["fills"]  # ... and what it traded
+    assert (fill["role"], fill["record"], fill["offer_id"]) == ("taker", newer["id"], older["id"])
+    assert (fill["amount_btc"], fill["price_usd"]) == ("0.50000000", "30000.00")
+    assert fill["maker"] == b.client_id and fill["taker"] == a.client_id
+
+    # the maker's side: b's ask lists the fill on it, on b and (from the ledger) on a
+    theirs = cb.get(f"/offers/{older['id']}").json
+    assert [(f["role"], f["fill_id"]) for f in theirs["fills"]] == [("maker", fill["fill_id"])]
+    assert theirs["status"] == "filled" and theirs["fill"]["remainder"]
+    wait_until(
+        lambda: (
+            [f["fill_id"] for f in ca.get(f"/offers/{older['id']}").json["fills"]]
+            == [fill["fill_id"]]
+        ),
+        10,
+        "a to replicate b's feed",
+    )
+
+    # a direct bid on the remainder: the original offer lists both fills, oldest first
+    rest = theirs["fill"]["remainder"]
+    wait_until(lambda: a.index.get(rest), 10, "the remainder on a")
+    direct = ca.post(f"/offers/{rest}/bids", json={"amount_btc": "0.25"})
+    assert direct.status_code == 201, direct.json
+    chain = cb.get(f"/offers/{older['id']}").json["fills"]
+    assert [(f["record"], f["amount_btc"]) for f in chain] == [
+        (older["id"], "0.50000000"),
+        (rest, "0.25000000"),
+    ]
+    assert [f["record"] for f in cb.get(f"/offers/{rest}").json["fills"]] == [rest]

@@ -194,7 +194,7 @@ class ScriptedTaker:
         self.index = index
         self.calls: list[tuple[str, int]] = []
 
-    def bid(self, offer_id: str, amount: int) -> bids.Receipt:
+    def bid(self, offer_id: str, amount: int, for_offer: str | None = None) -> bids.Receipt:
         self.calls.append((offer_id, amount))
         queue = self.script.get(offer_id, [])
         if queue:

@@ -99,6 +99,8 @@ def connect(node: Node) -> None:
     node.maker.recording_fills.connect(node.ledger.append_own)
     # ... and once it commits, the new head is published
     node.ledger.appended.connect(node.replicator.publish_head)
+    # a trade stored in the ledger keeps its offer's side, as far as the book knows it
+    node.ledger_rows.side_of = node.index.side_of
     # records under salt "ledger" are ledger heads, judged by the replicator
     node.intake.handle_salt(LEDGER_SALT, node.replicator.receive_head)
     # a foreign open offer, or a rest we posted, may cross one of ours

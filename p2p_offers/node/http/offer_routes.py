@@ -7,10 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response
 
+from p2p_offers.bids import Receipt
 from p2p_offers.node import errors
 from p2p_offers.node.http import schemas as s
 from p2p_offers.node.http.registry import Api
-from p2p_offers.node.http.views import level_view, offer_view, receipt_view, version_view
+from p2p_offers.node.http.views import (
+    level_view,
+    offer_fill_view,
+    offer_view,
+    own_fill_view,
+    receipt_view,
+    version_view,
+)
 from p2p_offers.node.network.index import Version
 from p2p_offers.offers import SignedOffer
 
@@ -50,7 +58,8 @@ def _offer_json(signed: SignedOffer) -> str:
 @public.route(
     "GET",
     "/offers/<offer_id>",
-    summary="One offer with the versions this node has seen (at most the last 64)",
+    summary="One offer with the versions this node has seen (at most the last 64) and the "
+    "fills it made (its own and its remainders')",
     response=s.OfferDetail,
     raises=(errors.NotFound,),
 )
@@ -58,12 +67,28 @@ def get_offer(node: Node, offer_id: str) -> dict[str, Any]:
     own = node.maker.history(offer_id)
     if own:
         latest, history = own[-1], [version_view(Version.of(v)) for v in own]
+        fills = [own_fill_view(f) for f in node.maker.fills(offer_id)]
     else:
         held = node.index.get(offer_id)
         if held is None:
             raise errors.unknown("offer", offer_id)
         latest, history = held.signed, [version_view(v) for v in held.history]
-    return {**offer_view(latest), "history": history}
+        fills = [
+            offer_fill_view("maker", r["offer_id"], Receipt.from_wire(r))
+            for r in node.ledger.rows.by_offer(_chain_ids(node, offer_id))
+        ]
+    return {**offer_view(latest), "history": history, "fills": fills}
+
+
+def _chain_ids(node: Node, offer_id: str) -> list[str]:
+    """Another owner's record and the remainders split off it that this node holds."""
+    ids = [offer_id]
+    while (held := node.index.get(ids[-1])) is not None and held.signed.offer.fill:
+        remainder = held.signed.offer.fill.remainder
+        if remainder is None or remainder in ids:
+            break
+        ids.append(remainder)
+    return ids
 
 
 @public.route(

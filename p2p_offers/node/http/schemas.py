@@ -256,8 +256,34 @@ class VersionOut(BaseModel):
     expires: int
 
 
+class OfferFillOut(BaseModel):
+    """A fill an offer made: its receipt, the offer's record it traded for, and how."""
+
+    role: Literal["maker", "taker"] = Field(
+        description="maker: a bid filled on the record; taker: this node took another "
+        "owner's older crossing offer with the record's amount (uncrossing)"
+    )
+    record: str = Field(description="the offer's record (it or a remainder) that traded")
+    fill_id: str
+    bid_id: str
+    offer_id: str = Field(description="the record the receipt's maker filled")
+    amount_btc: BtcString
+    price_usd: UsdString
+    maker: str
+    taker: str
+    remainder: str | None
+    ts: int
+    sig: str
+
+
 class OfferDetail(OfferOut):
     history: list[VersionOut]
+    fills: list[OfferFillOut] = Field(
+        description="the fills this record and the remainders split off it made, oldest "
+        "first. An own offer lists them all (a record that uncrossing used up ends "
+        "cancelled, with its taker fills here); another owner's lists the fills on its "
+        "records that this node's ledger holds"
+    )
 
 
 class OfferList(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from p2p_offers import money
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.node.network.index import Version
+from p2p_offers.node.storage.receipts import StoredFill
 from p2p_offers.node.trading.order import Order
 from p2p_offers.offers import SignedOffer
 
@@ -65,6 +66,15 @@ def receipt_view(r: Receipt) -> dict[str, Any]:
         "ts": r.ts,
         "sig": r.sig,
     }
+
+
+def offer_fill_view(role: str, record: str, r: Receipt) -> dict[str, Any]:
+    """One fill an offer made: ``record`` (the offer's record it traded for) as ``role``."""
+    return {"role": role, "record": record, **receipt_view(r)}
+
+
+def own_fill_view(fill: StoredFill) -> dict[str, Any]:
+    return offer_fill_view(fill.role, fill.record or fill.receipt.offer_id, fill.receipt)
 
 
 def level_view(level: tuple[int, int, int]) -> dict[str, Any]:

@@ -188,6 +188,12 @@ class OfferIndex:
             held = self._held.get(offer_id)
             return None if held is None else Held(held.signed, list(held.history))
 
+    def side_of(self, offer_id: str) -> str | None:
+        """The side of an offer held here (open or recently closed), None if not held."""
+        with self._lock:
+            held = self._held.get(offer_id)
+            return None if held is None else held.signed.offer.side
+
     def select(
         self,
         side: str | None = None,

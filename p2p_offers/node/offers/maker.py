@@ -284,6 +284,21 @@ class OfferService:
     def history(self, offer_id: str) -> list[SignedOffer]:
         return self.own_offers.history(offer_id)
 
+    def fills(self, offer_id: str) -> list[StoredFill]:
+        """Every fill our record ``offer_id`` and the remainders split off it made, oldest
+        first: bids we filled on them (maker) and what uncrossing took for them (taker)."""
+        row = self.own_offers.get(offer_id)
+        if row is None:
+            return []
+        records = {s.id: s for s in self.own_offers.chain(row.latest.root)}
+        ids: set[str] = set()
+        at: str | None = offer_id
+        while at is not None and at not in ids:
+            ids.add(at)
+            found = records.get(at)
+            at = found.offer.fill.remainder if found and found.offer.fill else None
+        return [f for f in self.receipts.of_chain(row.latest.root) if f.record in ids]
+
     def open_count(self) -> int:
         with self._guard:
             return len(self._heads)

@@ -75,7 +75,9 @@ class Taker:
         self.resolved: Signal[[Bid, Receipt | None]] = Signal("bid in doubt resolved")
         self.doubted: Signal[[]] = Signal("a bid went in doubt")  # wakes the resolver
 
-    def bid(self, offer_id: str, amount: int) -> Receipt:
+    def bid(self, offer_id: str, amount: int, for_offer: str | None = None) -> Receipt:
+        """Bid ``amount`` on another node's offer; ``for_offer``: the own offer it trades for
+        (uncrossing), recorded with the fill so that offer shows it."""
         held = self.index.get(offer_id)
         if held is None:
             raise errors.unknown("offer", offer_id)
@@ -94,9 +96,9 @@ class Taker:
             price=offer.price,
             now_ms=self.clock(),
         )
-        return self._send(bid)
+        return self._send(bid, for_offer)
 
-    def _send(self, bid: Bid) -> Receipt:
+    def _send(self, bid: Bid, for_offer: str | None = None) -> Receipt:
         """One bid to its owner: a checked receipt, a refusal, or why there is no answer."""
         try:
             addresses = self.peers.owner(bid.maker)
@@ -111,7 +113,7 @@ class Taker:
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 if not doubt:
                     doubt = True  # from now on only an answer from the owner settles it
-                    self._doubt(bid)
+                    self._doubt(bid, for_offer)
                 continue
             except TransportError as exc:  # not delivered, or an answer we cannot read
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
@@ -122,7 +124,7 @@ class Taker:
             except errors.DomainError as exc:
                 raise self._undecided(bid, f"the owner answered {exc.code}") from None
             receipt = self._check(bid, reply)
-            self.receipts.add(StoredFill(bid, receipt, Role.TAKER))
+            self.receipts.add(StoredFill(bid, receipt, Role.TAKER, for_offer))
             self._settled(bid, receipt)
             return receipt
         if doubt:
@@ -150,8 +152,10 @@ class Taker:
 
     # -- bids in doubt -------------------------------------------------------------------
 
-    def _doubt(self, bid: Bid) -> None:
-        if self.in_doubt_bids.add(bid, self.clock()):  # one being resolved is not counted again
+    def _doubt(self, bid: Bid, for_offer: str | None = None) -> None:
+        if self.in_doubt_bids.add(
+            bid, self.clock(), for_offer
+        ):  # one being resolved is not counted again
             with self._lock:
                 self.counts["in_doubt"] += 1
                 self._retry[bid.bid_id] = (time.monotonic() + IN_DOUBT_BACKOFF_S, 0.0)
@@ -187,7 +191,7 @@ class Taker:
             self.counts["resolve_rounds"] += 1
         now = time.monotonic()
         settled = 0
-        for bid in self.in_doubt_bids.all():
+        for bid, for_offer in self.in_doubt_bids.entries():
             if stopping is not None and stopping.is_set():
                 break
             with self._lock:
@@ -195,7 +199,7 @@ class Taker:
             if only_due and (retry is None or retry[0] > now):
                 continue
             try:
-                self._send(bid)
+                self._send(bid, for_offer)
                 settled += 1
             except REFUSED as exc:
                 settled += 1

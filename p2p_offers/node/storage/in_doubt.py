@@ -12,13 +12,13 @@ class BidsInDoubt:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add(self, bid: Bid, now_ms: int) -> bool:
-        """Keep ``bid``; False if it was in doubt already."""
+    def add(self, bid: Bid, now_ms: int, for_offer: str | None = None) -> bool:
+        """Keep ``bid`` (sent for our offer ``for_offer``, if any); False if known already."""
         with self.db.transaction() as tx:
             cursor = tx.execute(
-                "INSERT INTO bids_in_doubt (bid_id, created, bid) VALUES (?, ?, ?) "
+                "INSERT INTO bids_in_doubt (bid_id, created, bid, for_offer) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (bid_id) DO NOTHING",
-                (bid.bid_id, now_ms, json.dumps(bid.to_wire())),
+                (bid.bid_id, now_ms, json.dumps(bid.to_wire()), for_offer),
             )
             return cursor.rowcount == 1
 
@@ -32,8 +32,12 @@ class BidsInDoubt:
 
     def all(self) -> list[Bid]:
         """Oldest first."""
-        rows = self.db.rows("SELECT bid FROM bids_in_doubt ORDER BY created, bid_id")
-        return [Bid.from_wire(json.loads(r[0])) for r in rows]
+        return [bid for bid, _ in self.entries()]
+
+    def entries(self) -> list[tuple[Bid, str | None]]:
+        """(bid, the own offer it was sent for or None), oldest first."""
+        rows = self.db.rows("SELECT bid, for_offer FROM bids_in_doubt ORDER BY created, bid_id")
+        return [(Bid.from_wire(json.loads(r[0])), r[1]) for r in rows]
 
     def count(self) -> int:
         row = self.db.one("SELECT count(*) FROM bids_in_doubt")

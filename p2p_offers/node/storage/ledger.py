@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +23,14 @@ class FeedState:
 class LedgerRows:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The side ("buy"/"sell") of the maker's offer a receipt filled, if this node knows
+        # it (the receipt does not say); stored with the entry for /trades?side=. Runs inside
+        # a write transaction: it must not touch the database.
+        self.side_of: Callable[[str], str | None] = lambda offer_id: None
 
     # -- writes ----------------------------------------------------------------------------
 
-    @staticmethod
-    def insert(tx: Tx, entry: LedgerEntry) -> str:
+    def insert(self, tx: Tx, entry: LedgerEntry) -> str:
         """Store one (verified) entry and return its hash.
 
         The hash is ``ledger.entry_hash`` computed from the very text stored, so
@@ -38,8 +41,9 @@ class LedgerRows:
         text = canonical_json(entry)
         hash_ = hashlib.sha256(text).hexdigest()
         tx.execute(
-            "INSERT INTO ledger_entries (owner, height, hash, fill_id, ts, entry) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ledger_entries "
+            "(owner, height, hash, fill_id, ts, entry, offer_id, taker, side) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry["owner"],
                 entry["height"],
@@ -47,6 +51,9 @@ class LedgerRows:
                 receipt["fill_id"],
                 receipt["ts"],
                 text.decode(),
+                receipt["offer_id"],
+                receipt["taker"],
+                self.side_of(receipt["offer_id"]),
             ),
         )
         return hash_
@@ -119,6 +126,16 @@ class LedgerRows:
         sql += " ORDER BY ts DESC, owner, height DESC LIMIT ?"
         rows = self.db.rows(sql, (*args, -1 if limit is None else limit))
         return [json.loads(row[0])["receipt"] for row in rows]
+
+    def by_offer(self, offer_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Receipts of fills on these offer records, oldest first (indexed)."""
+        out: list[tuple[int, str, dict[str, Any]]] = []
+        for offer_id in set(offer_ids):
+            for ts, fill_id, entry in self.db.rows(
+                "SELECT ts, fill_id, entry FROM ledger_entries WHERE offer_id = ?", (offer_id,)
+            ):
+                out.append((ts, fill_id, json.loads(entry)["receipt"]))
+        return [r for _, _, r in sorted(out, key=lambda t: (t[0], t[1]))]
 
     def by_fill(self, fill_id: str) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.rows("SELECT owner, entry FROM ledger_entries WHERE fill_id = ?", (fill_id,))

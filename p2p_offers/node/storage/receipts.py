@@ -20,6 +20,12 @@ class StoredFill:
     bid: Bid
     receipt: Receipt
     role: Role
+    for_offer: str | None = None  # a taker fill made for one of our offers (uncrossing)
+
+    @property
+    def record(self) -> str | None:
+        """Our offer record this fill traded for: the one filled (maker), or ``for_offer``."""
+        return self.receipt.offer_id if self.role == Role.MAKER else self.for_offer
 
 
 class BidRecorded(Exception):
@@ -33,8 +39,8 @@ class Receipts:
     def insert(self, tx: Tx, fill: StoredFill) -> bool:
         """Record ``fill``; False (and nothing written) if its bid already has a receipt."""
         cursor = tx.execute(
-            "INSERT INTO receipts (bid_id, role, fill_id, offer_id, bid, receipt, ts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bid_id, role) DO NOTHING",
+            "INSERT INTO receipts (bid_id, role, fill_id, offer_id, bid, receipt, ts, for_offer) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bid_id, role) DO NOTHING",
             (
                 fill.bid.bid_id,
                 fill.role,
@@ -43,6 +49,7 @@ class Receipts:
                 json.dumps(fill.bid.to_wire()),
                 json.dumps(fill.receipt.to_wire()),
                 fill.receipt.ts,
+                fill.for_offer,
             ),
         )
         return cursor.rowcount == 1
@@ -59,23 +66,41 @@ class Receipts:
 
     def get(self, bid_id: str, role: Role) -> StoredFill | None:
         row = self.db.one(
-            "SELECT bid, receipt, role FROM receipts WHERE bid_id = ? AND role = ?", (bid_id, role)
+            f"SELECT {_COLUMNS} FROM receipts WHERE bid_id = ? AND role = ?", (bid_id, role)
         )
         return _fill(row) if row else None
 
     def all(self, role: Role | None = None) -> list[StoredFill]:
         if role is None:
-            rows = self.db.rows("SELECT bid, receipt, role FROM receipts ORDER BY ts, fill_id")
+            rows = self.db.rows(f"SELECT {_COLUMNS} FROM receipts ORDER BY ts, fill_id")
         else:
             rows = self.db.rows(
-                "SELECT bid, receipt, role FROM receipts WHERE role = ? ORDER BY ts, fill_id",
-                (role,),
+                f"SELECT {_COLUMNS} FROM receipts WHERE role = ? ORDER BY ts, fill_id", (role,)
             )
         return [_fill(r) for r in rows]
 
+    def of_chain(self, root: str) -> list[StoredFill]:
+        """Every fill made for a record of our chain ``root``, oldest first (indexed)."""
+        columns = ", ".join(f"r.{c}" for c in _COLUMNS.split(", "))
+        rows = self.db.rows(
+            f"SELECT {columns} FROM own_offers o JOIN receipts r "
+            "ON r.offer_id = o.id AND r.role = 'maker' WHERE o.root = ? "
+            f"UNION ALL SELECT {columns} FROM own_offers o JOIN receipts r "
+            "ON r.for_offer = o.id AND r.role = 'taker' WHERE o.root = ? ",
+            (root, root),
+        )
+        fills = [_fill(r) for r in rows]
+        return sorted(fills, key=lambda f: (f.receipt.ts, f.receipt.fill_id))
+
+
+_COLUMNS = "bid, receipt, role, for_offer"
+
 
 def _fill(row: Row) -> StoredFill:
-    bid, receipt, role = row
+    bid, receipt, role, for_offer = row
     return StoredFill(
-        Bid.from_wire(json.loads(bid)), Receipt.from_wire(json.loads(receipt)), Role(role)
+        Bid.from_wire(json.loads(bid)),
+        Receipt.from_wire(json.loads(receipt)),
+        Role(role),
+        for_offer,
     )
