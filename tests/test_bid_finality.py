@@ -150,4 +150,4 @@ def test_the_chain_rule_still_sends_a_bid_on_a_split_record_to_its_remainder(own
     live = on_split.json["remainder"]
     client.patch(f"/offers/{live}", json={"price_usd": "31000"})
     moved = post(client, bid(node, offer, 100))
-    assert moved.status_code == 409 and code(moved) == "stale_offer"
+    assert moved.status_code == 409 and code(moved) == "price_changed"

@@ -151,3 +151,64 @@ def test_an_offer_that_traded_says_so_whatever_the_path(pair) -> None:
         (rest, "0.25000000"),
     ]
     assert [f["record"] for f in cb.get(f"/offers/{rest}").json["fills"]] == [rest]
+
+
+def test_my_account_trades_filters_and_a_bid_at_the_price_seen(pair) -> None:
+    """#10.4: owner=me, GET /trades filters, GET /account, and price_usd on a bid."""
+    (a, b), (ca, cb), _ = pair
+    ask = cb.post("/offers", json={"side": "sell", "price_usd": "30000.01", "amount_btc": "1"}).json
+    wait_until(lambda: a.index.get(ask["id"]), 10, "b's ask on a")
+    assert [o["id"] for o in cb.get("/offers?owner=me").json["offers"]] == [ask["id"]]
+    assert ca.get("/offers?owner=me").json["offers"] == []
+    assert ca.get("/offers?owner=you").status_code == 400
+
+    first = ca.post(
+        f"/offers/{ask['id']}/bids", json={"amount_btc": "0.12345678", "price_usd": "30000.01"}
+    )
+    assert first.status_code == 201, first.json
+    ioc = {"side": "buy", "price_usd": "30001", "amount_btc": "0.1", "tif": "ioc"}
+    order = ca.post("/orders", json=ioc).json
+    assert order["status"] == "filled", order
+
+    # the maker reprices: a bid at the price the taker saw is refused, never filled at another
+    rest = order["fills"][0]["remainder"]
+    wait_until(lambda: b.maker.held(rest) is not None, 10, "the rest on b")
+    assert cb.patch(f"/offers/{rest}", json={"price_usd": "30500"}).status_code == 200
+    seen = ca.post(f"/offers/{rest}/bids", json={"amount_btc": "0.1", "price_usd": "30000.01"})
+    assert seen.status_code == 409 and seen.json["error"]["code"] == "price_changed"
+    assert seen.json["error"]["details"]["price_usd"] == "30500.00"
+    assert len(a.receipts.all()) == 2
+
+    wait_until(lambda: len(ca.get("/trades").json["trades"]) == 2, 10, "a to replicate b's feed")
+    mine = ca.get("/trades?taker=me").json["trades"]
+    assert [t["fill_id"] for t in mine] == [order["fills"][0]["fill_id"], first.json["fill_id"]]
+    assert ca.get("/trades?maker=me").json["trades"] == []
+    assert len(cb.get(f"/trades?maker=me&taker={a.client_id}&side=sell").json["trades"]) == 2
+    assert cb.get("/trades?side=buy").json["trades"] == []
+    ts = first.json["ts"]
+    assert [t["fill_id"] for t in cb.get(f"/trades?since={ts}&until={ts}").json["trades"]] == [
+        t["fill_id"] for t in mine if t["ts"] == ts
+    ]
+    assert cb.get(f"/trades?until={ts - 1}").json["trades"] == []
+
+    # a: bought 0.22345678 BTC, paid exactly 0.12345678 x 30000.01 + 0.1 x 30000.01
+    acc_a = ca.get("/account").json
+    assert acc_a["client_id"] == a.client_id and acc_a["open_offers"] == []
+    assert acc_a["fills"]["taker_count"] == 2 and acc_a["fills"]["maker"] == []
+    assert {f["side"] for f in acc_a["fills"]["taker"]} == {"buy"}
+    assert acc_a["position"] == {
+        "btc": "0.22345678",
+        "usd": "-6703.7056345678",
+        "fills": 2,
+        "unknown_side": 0,
+    }
+    acc_b = cb.get("/account").json
+    assert acc_b["position"]["btc"] == "-0.22345678"
+    assert acc_b["position"]["usd"] == "6703.7056345678"
+    assert [o["id"] for o in acc_b["open_offers"]] == [rest]
+    assert acc_b["exposure"]["sell"] == {
+        "count": 1,
+        "amount_btc": "0.77654322",
+        "value_usd": "23684.56821",
+    }
+    assert acc_b["exposure"]["buy"] == {"count": 0, "amount_btc": "0.00000000", "value_usd": "0.00"}

@@ -182,6 +182,19 @@ class StaleOffer(Refusal):
         )
 
 
+class PriceChanged(StaleOffer):
+    """The bid's price is not the offer's now: it was repriced since the taker saw it."""
+
+    code = "price_changed"
+
+    @classmethod
+    def terms(cls, offer_id: str, seq: int, price: int) -> PriceChanged:
+        return cls(
+            f"the offer's price is {format_usd(price)} now, not the price bid",
+            {"offer_id": offer_id, "seq": seq, "price_usd": format_usd(price)},
+        )
+
+
 class InsufficientAmount(Refusal):
     """Less is left than was asked for; ``available`` (satoshis) is what is left."""
 

@@ -223,6 +223,17 @@ class Node:
             self._resolve_now.wait(max(0.0, min(wait, due) if due is not None else wait))
             self._resolve_now.clear()
 
+    # -- reads for the edges --------------------------------------------------------------
+
+    def owner(self, given: str | None) -> str | None:
+        """An owner filter as given (a client_id, or ``me``: this node), or None."""
+        return self.client_id if given == "me" else given
+
+    def side_of_offer(self, offer_id: str) -> str | None:
+        """The side of an offer record, ours or held in the book, if this node knows it."""
+        own = self.maker.own(offer_id)
+        return own.offer.side if own is not None else self.index.side_of(offer_id)
+
     # -- reporting -----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:

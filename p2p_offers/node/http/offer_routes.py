@@ -46,7 +46,7 @@ def peers(node: Node) -> dict[str, Any]:
     response=s.OfferList,
 )
 def list_offers(node: Node, query: s.OffersQuery) -> Response:
-    found = node.index.select(query.side, query.status, query.owner, query.limit)
+    found = node.index.select(query.side, query.status, node.owner(query.owner), query.limit)
     items = ",".join(held.rendered("rest", _offer_json) for held in found)
     return Response(f'{{"offers":[{items}]}}', mimetype="application/json")
 
@@ -139,7 +139,8 @@ def cancel_offer(node: Node, offer_id: str) -> dict[str, Any]:
 @public.route(
     "POST",
     "/offers/<offer_id>/bids",
-    summary="Bid on another node's offer; the reply is the owner's signed receipt",
+    summary="Bid on another node's offer; the reply is the owner's signed receipt. With "
+    "price_usd the bid fills at that price or not at all (409 price_changed)",
     body=s.PlaceBid,
     response=s.ReceiptOut,
     status=201,
@@ -147,7 +148,7 @@ def cancel_offer(node: Node, offer_id: str) -> dict[str, Any]:
     auth=True,
 )
 def place_bid(node: Node, offer_id: str, body: s.PlaceBid) -> dict[str, Any]:
-    return receipt_view(node.taker.bid(offer_id, body.amount_btc))
+    return receipt_view(node.taker.bid(offer_id, body.amount_btc, price=body.price_usd))
 
 
 @public.route(

@@ -38,6 +38,10 @@ Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 Id = Annotated[str, Field(pattern=UUID4, description="a uuid4")]
 Sig = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
+Owner = Annotated[
+    str,
+    Field(pattern=r"^(?:[0-9a-f]{64}|me)$", description="a client_id (hex), or me: this node"),
+]
 
 
 def money_schema(unit: str, places: int, maximum: int) -> dict[str, Any]:
@@ -152,12 +156,23 @@ class UpdateOffer(Strict):
 
 class PlaceBid(Strict):
     amount_btc: AmountBtc
+    price_usd: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_usd)),
+        WithJsonSchema(
+            {
+                **money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS),
+                "description": "the price the taker saw: the bid fills at this price or not "
+                "at all (409 price_changed if the offer's price is another)",
+            }
+        ),
+    ] = None
 
 
 class OffersQuery(Strict):
     side: Side | None = None
     status: Status | None = None
-    owner: Hex64 | None = None
+    owner: Owner | None = None
     limit: int | None = Field(None, ge=1, le=100_000)
 
 
@@ -356,6 +371,16 @@ class Health(BaseModel):
     offers: dict[str, int]
     peers: int
     announcements: dict[str, dict[str, int]]
+
+
+SignedUsd = Annotated[
+    str,
+    Field(
+        pattern=r"^-?\d+\.\d{2,10}$",
+        description="USD, exact: an amount at a price is rarely whole cents (up to 10 decimals)",
+    ),
+]
+SignedBtc = Annotated[str, Field(pattern=r"^-?\d+\.\d{8}$")]
 
 
 class ErrorBody(BaseModel):

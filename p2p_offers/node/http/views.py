@@ -77,6 +77,17 @@ def own_fill_view(fill: StoredFill) -> dict[str, Any]:
     return offer_fill_view(fill.role, fill.record or fill.receipt.offer_id, fill.receipt)
 
 
+def usd_e10(units: int) -> str:
+    """USD held as units of 1e-10 (an amount times a price), exactly: 2 to 10 decimals."""
+    whole, frac = divmod(abs(units), 10**10)
+    digits = f"{frac:010d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if units < 0 else ''}{whole}.{digits}"
+
+
+def account_fill_view(fill: StoredFill, side: str | None) -> dict[str, Any]:
+    return {**receipt_view(fill.receipt), "side": side, "for_offer": fill.for_offer}
+
+
 def level_view(level: tuple[int, int, int]) -> dict[str, Any]:
     price, amount, count = level
     return {

@@ -70,8 +70,11 @@ class LedgerStore:
     def raw_entries(self, owner: str, start: int, limit: int) -> list[str]:
         return self.rows.raw_entries(owner, start, limit)
 
-    def trades(self, owner: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.rows.receipts(owner, limit)
+    def trades(
+        self, owner: str | None = None, limit: int | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Trades of every feed, newest first; ``filters``: see ``LedgerRows.receipts``."""
+        return self.rows.receipts(owner, limit, **filters)
 
     def verify(self, fills: Iterable[StoredFill]) -> dict[str, Any]:
         """Recompute every feed from the stored entries; check our receipts against them.

@@ -10,7 +10,8 @@ recorded receipt, or its recorded refusal (``storage/refusals``: a refusal is
 final, whatever the offer became since), or ``DuplicateBid`` if it was another bid.
 
 What a bid may fill: only while its ``ts`` is within ``BID_WINDOW_MS`` of our
-clock, at the price of the version it names, and only the version it names
+clock, at the offer's price now (else ``PriceChanged``: the taker is never
+filled at a price other than the one it signed), and only the version it names
 (``offer_seq``): a bid on a record we changed since (even just refreshed) is
 ``stale_offer``, with the current seq in the details to bid on. The one
 exception is the chain rule: a bid naming a record split by a partial fill
@@ -85,6 +86,7 @@ class Settler:
                     if before is not None:
                         slot.error = before
                         continue
+                    side = head.signed.offer.side if head is not None else None
                     try:
                         head, made, slot.receipt = self._fill(root, head, slot.bid, now)
                     except errors.Refusal as exc:
@@ -92,7 +94,7 @@ class Settler:
                             refused.append(Refused(slot.bid, exc))
                         raise
                     versions += made
-                    fills.append(StoredFill(slot.bid, slot.receipt, Role.MAKER))
+                    fills.append(StoredFill(slot.bid, slot.receipt, Role.MAKER, side=side))
                 except errors.DomainError as exc:
                     slot.error = exc
             if fills or refused:
@@ -127,7 +129,9 @@ class Settler:
             raise errors.OfferTaken(f"offer {bid.offer_id} is no longer open")
         signed = head.signed
         offer = signed.offer
-        if bid.price != offer.price or not self._names_head(signed, bid):
+        if bid.price != offer.price:
+            raise errors.PriceChanged.terms(signed.id, signed.seq, offer.price)
+        if not self._names_head(signed, bid):
             raise errors.StaleOffer.terms(signed.id, signed.seq, offer.price)
         if offer.expires <= now:
             raise errors.OfferExpired(f"offer {signed.id} has expired")

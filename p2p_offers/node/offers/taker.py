@@ -31,6 +31,7 @@ from collections.abc import Callable
 from nacl.signing import SigningKey
 
 from p2p_offers.bids import Bid, Receipt, make_bid
+from p2p_offers.book import opposite
 from p2p_offers.fields import DocError
 from p2p_offers.link import GrapeError
 from p2p_offers.node import errors
@@ -75,9 +76,17 @@ class Taker:
         self.resolved: Signal[[Bid, Receipt | None]] = Signal("bid in doubt resolved")
         self.doubted: Signal[[]] = Signal("a bid went in doubt")  # wakes the resolver
 
-    def bid(self, offer_id: str, amount: int, for_offer: str | None = None) -> Receipt:
+    def bid(
+        self,
+        offer_id: str,
+        amount: int,
+        for_offer: str | None = None,
+        price: int | None = None,
+    ) -> Receipt:
         """Bid ``amount`` on another node's offer; ``for_offer``: the own offer it trades for
-        (uncrossing), recorded with the fill so that offer shows it."""
+        (uncrossing), recorded with the fill so that offer shows it. With ``price`` (what the
+        user saw) the bid is signed at that price, so the owner fills it at no other
+        (``PriceChanged``); a price our book already shows moved is refused here."""
         held = self.index.get(offer_id)
         if held is None:
             raise errors.unknown("offer", offer_id)
@@ -87,6 +96,8 @@ class Taker:
             raise errors.OwnOffer("a node cannot bid on its own offers")
         if offer.ends_chain:
             raise errors.OfferTaken(f"offer {offer_id} is {offer.status}")
+        if price is not None and price != offer.price:
+            raise errors.PriceChanged.terms(offer_id, signed.seq, offer.price)
         bid = make_bid(
             self.key,
             offer_id=offer_id,
@@ -96,9 +107,9 @@ class Taker:
             price=offer.price,
             now_ms=self.clock(),
         )
-        return self._send(bid, for_offer)
+        return self._send(bid, for_offer, opposite(offer.side))
 
-    def _send(self, bid: Bid, for_offer: str | None = None) -> Receipt:
+    def _send(self, bid: Bid, for_offer: str | None = None, side: str | None = None) -> Receipt:
         """One bid to its owner: a checked receipt, a refusal, or why there is no answer."""
         try:
             addresses = self.peers.owner(bid.maker)
@@ -113,7 +124,7 @@ class Taker:
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 if not doubt:
                     doubt = True  # from now on only an answer from the owner settles it
-                    self._doubt(bid, for_offer)
+                    self._doubt(bid, for_offer, side)
                 continue
             except TransportError as exc:  # not delivered, or an answer we cannot read
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
@@ -124,7 +135,7 @@ class Taker:
             except errors.DomainError as exc:
                 raise self._undecided(bid, f"the owner answered {exc.code}") from None
             receipt = self._check(bid, reply)
-            self.receipts.add(StoredFill(bid, receipt, Role.TAKER, for_offer))
+            self.receipts.add(StoredFill(bid, receipt, Role.TAKER, for_offer, side))
             self._settled(bid, receipt)
             return receipt
         if doubt:
@@ -152,10 +163,9 @@ class Taker:
 
     # -- bids in doubt -------------------------------------------------------------------
 
-    def _doubt(self, bid: Bid, for_offer: str | None = None) -> None:
-        if self.in_doubt_bids.add(
-            bid, self.clock(), for_offer
-        ):  # one being resolved is not counted again
+    def _doubt(self, bid: Bid, for_offer: str | None = None, side: str | None = None) -> None:
+        # one being resolved is not counted again
+        if self.in_doubt_bids.add(bid, self.clock(), for_offer, side):
             with self._lock:
                 self.counts["in_doubt"] += 1
                 self._retry[bid.bid_id] = (time.monotonic() + IN_DOUBT_BACKOFF_S, 0.0)
@@ -191,7 +201,7 @@ class Taker:
             self.counts["resolve_rounds"] += 1
         now = time.monotonic()
         settled = 0
-        for bid, for_offer in self.in_doubt_bids.entries():
+        for bid, for_offer, side in self.in_doubt_bids.entries():
             if stopping is not None and stopping.is_set():
                 break
             with self._lock:
@@ -199,7 +209,7 @@ class Taker:
             if only_due and (retry is None or retry[0] > now):
                 continue
             try:
-                self._send(bid, for_offer)
+                self._send(bid, for_offer, side)
                 settled += 1
             except REFUSED as exc:
                 settled += 1

@@ -112,17 +112,37 @@ class LedgerRows:
     def entries(self, owner: str) -> list[LedgerEntry]:
         return [json.loads(e) for e in self.raw_entries(owner, 1, -1)]
 
-    def receipts(self, owner: str | None, limit: int | None) -> list[dict[str, Any]]:
-        """Receipts of every stored feed (or ``owner``'s), newest first.
+    def receipts(
+        self,
+        owner: str | None,
+        limit: int | None,
+        *,
+        taker: str | None = None,
+        side: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Receipts of every stored feed (or ``owner``'s: the maker), newest first.
 
+        Filters: ``taker``, ``side`` (the maker's offer's, as far as this node knew it when
+        it stored the entry), receipt time from ``since`` to ``until`` (ms, inclusive).
         Ties in time go by owner, then newest entry first, so every node that
         holds the same feeds lists the same trades in the same order.
         """
+        where, args = [], []
+        for column, op, given in (
+            ("owner", "=", owner),
+            ("taker", "=", taker),
+            ("side", "=", side),
+            ("ts", ">=", since),
+            ("ts", "<=", until),
+        ):
+            if given is not None:
+                where.append(f"{column} {op} ?")
+                args.append(given)
         sql = "SELECT entry FROM ledger_entries"
-        args: tuple[Any, ...] = ()
-        if owner is not None:
-            sql += " WHERE owner = ?"
-            args = (owner,)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY ts DESC, owner, height DESC LIMIT ?"
         rows = self.db.rows(sql, (*args, -1 if limit is None else limit))
         return [json.loads(row[0])["receipt"] for row in rows]

@@ -21,6 +21,7 @@ class StoredFill:
     receipt: Receipt
     role: Role
     for_offer: str | None = None  # a taker fill made for one of our offers (uncrossing)
+    side: str | None = None  # our side in the trade: "buy" or "sell" BTC (None: not recorded)
 
     @property
     def record(self) -> str | None:
@@ -39,8 +40,9 @@ class Receipts:
     def insert(self, tx: Tx, fill: StoredFill) -> bool:
         """Record ``fill``; False (and nothing written) if its bid already has a receipt."""
         cursor = tx.execute(
-            "INSERT INTO receipts (bid_id, role, fill_id, offer_id, bid, receipt, ts, for_offer) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bid_id, role) DO NOTHING",
+            "INSERT INTO receipts "
+            "(bid_id, role, fill_id, offer_id, bid, receipt, ts, for_offer, side) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bid_id, role) DO NOTHING",
             (
                 fill.bid.bid_id,
                 fill.role,
@@ -50,6 +52,7 @@ class Receipts:
                 json.dumps(fill.receipt.to_wire()),
                 fill.receipt.ts,
                 fill.for_offer,
+                fill.side,
             ),
         )
         return cursor.rowcount == 1
@@ -93,14 +96,15 @@ class Receipts:
         return sorted(fills, key=lambda f: (f.receipt.ts, f.receipt.fill_id))
 
 
-_COLUMNS = "bid, receipt, role, for_offer"
+_COLUMNS = "bid, receipt, role, for_offer, side"
 
 
 def _fill(row: Row) -> StoredFill:
-    bid, receipt, role, for_offer = row
+    bid, receipt, role, for_offer, side = row
     return StoredFill(
         Bid.from_wire(json.loads(bid)),
         Receipt.from_wire(json.loads(receipt)),
         Role(role),
         for_offer,
+        side,
     )

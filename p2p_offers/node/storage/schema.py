@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS ledger_forks (
 V2 = """
 ALTER TABLE receipts ADD COLUMN for_offer TEXT;  -- the own offer a taker fill was made for
 ALTER TABLE bids_in_doubt ADD COLUMN for_offer TEXT;
+ALTER TABLE receipts ADD COLUMN side TEXT;       -- our side in the trade (buy/sell BTC)
+ALTER TABLE bids_in_doubt ADD COLUMN side TEXT;
 CREATE INDEX IF NOT EXISTS receipts_offer ON receipts (offer_id);
 CREATE INDEX IF NOT EXISTS receipts_for_offer ON receipts (for_offer) WHERE for_offer IS NOT NULL;
 CREATE INDEX IF NOT EXISTS own_offers_root ON own_offers (root);
