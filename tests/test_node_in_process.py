@@ -140,17 +140,16 @@ def test_an_offer_that_traded_says_so_whatever_the_path(pair) -> None:
         "a to replicate b's feed",
     )
 
-    # a direct bid on the remainder: the original offer lists both fills, oldest first
+    # a direct bid on the remainder: each record lists its own fill, linked by fill.remainder
     rest = theirs["fill"]["remainder"]
     wait_until(lambda: a.index.get(rest), 10, "the remainder on a")
     direct = ca.post(f"/offers/{rest}/bids", json={"amount_btc": "0.25"})
     assert direct.status_code == 201, direct.json
-    chain = cb.get(f"/offers/{older['id']}").json["fills"]
-    assert [(f["record"], f["amount_btc"]) for f in chain] == [
-        (older["id"], "0.50000000"),
-        (rest, "0.25000000"),
+    fills = cb.get(f"/offers/{rest}").json["fills"]
+    assert [(f["role"], f["record"], f["amount_btc"]) for f in fills] == [
+        ("maker", rest, "0.25000000")
     ]
-    assert [f["record"] for f in cb.get(f"/offers/{rest}").json["fills"]] == [rest]
+    assert len(cb.get(f"/offers/{older['id']}").json["fills"]) == 1
 
 
 def test_my_account_trades_filters_and_a_bid_at_the_price_seen(pair) -> None:

@@ -58,8 +58,8 @@ def _offer_json(signed: SignedOffer) -> str:
 @public.route(
     "GET",
     "/offers/<offer_id>",
-    summary="One offer with the versions this node has seen (at most the last 64) and the "
-    "fills it made (its own and its remainders')",
+    summary="One offer record with the versions this node has seen (at most the last 64) "
+    "and the fills it made",
     response=s.OfferDetail,
     raises=(errors.NotFound,),
 )
@@ -75,20 +75,9 @@ def get_offer(node: Node, offer_id: str) -> dict[str, Any]:
         latest, history = held.signed, [version_view(v) for v in held.history]
         fills = [
             offer_fill_view("maker", r["offer_id"], Receipt.from_wire(r))
-            for r in node.ledger.rows.by_offer(_chain_ids(node, offer_id))
+            for r in node.ledger.rows.by_offer([offer_id])
         ]
     return {**offer_view(latest), "history": history, "fills": fills}
-
-
-def _chain_ids(node: Node, offer_id: str) -> list[str]:
-    """Another owner's record and the remainders split off it that this node holds."""
-    ids = [offer_id]
-    while (held := node.index.get(ids[-1])) is not None and held.signed.offer.fill:
-        remainder = held.signed.offer.fill.remainder
-        if remainder is None or remainder in ids:
-            break
-        ids.append(remainder)
-    return ids
 
 
 @public.route(

@@ -278,7 +278,7 @@ class OfferFillOut(BaseModel):
         description="maker: a bid filled on the record; taker: this node took another "
         "owner's older crossing offer with the record's amount (uncrossing)"
     )
-    record: str = Field(description="the offer's record (it or a remainder) that traded")
+    record: str = Field(description="the offer record that traded (the one asked about)")
     fill_id: str
     bid_id: str
     offer_id: str = Field(description="the record the receipt's maker filled")
@@ -294,10 +294,11 @@ class OfferFillOut(BaseModel):
 class OfferDetail(OfferOut):
     history: list[VersionOut]
     fills: list[OfferFillOut] = Field(
-        description="the fills this record and the remainders split off it made, oldest "
-        "first. An own offer lists them all (a record that uncrossing used up ends "
-        "cancelled, with its taker fills here); another owner's lists the fills on its "
-        "records that this node's ledger holds"
+        description="the fills this record made, oldest first (a remainder split off it, "
+        "named by fill.remainder, lists its own). An own record lists them all: the bid "
+        "filled on it, and what uncrossing took for it as a taker (a record uncrossing used "
+        "up ends cancelled, with those fills here); another owner's lists the fill on it "
+        "that this node's ledger holds"
     )
 
 

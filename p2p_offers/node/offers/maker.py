@@ -285,19 +285,11 @@ class OfferService:
         return self.own_offers.history(offer_id)
 
     def fills(self, offer_id: str) -> list[StoredFill]:
-        """Every fill our record ``offer_id`` and the remainders split off it made, oldest
-        first: bids we filled on them (maker) and what uncrossing took for them (taker)."""
-        row = self.own_offers.get(offer_id)
-        if row is None:
-            return []
-        records = {s.id: s for s in self.own_offers.chain(row.latest.root)}
-        ids: set[str] = set()
-        at: str | None = offer_id
-        while at is not None and at not in ids:
-            ids.add(at)
-            found = records.get(at)
-            at = found.offer.fill.remainder if found and found.offer.fill else None
-        return [f for f in self.receipts.of_chain(row.latest.root) if f.record in ids]
+        """The fills our record ``offer_id`` made, oldest first: the bid we filled on it
+        (maker) and what uncrossing took for it (taker). A remainder split off it shows
+        its own (``fill.remainder`` links them): one record's are read, never the chain's,
+        so walking a long chain record by record stays linear."""
+        return self.receipts.of_record(offer_id)
 
     def open_count(self) -> int:
         with self._guard:

@@ -68,12 +68,6 @@ class OwnOffers:
         row = self.db.one(_HEAD + " WHERE o.id = ?", (offer_id,))
         return _own_row(row) if row else None
 
-    def chain(self, root: str) -> list[SignedOffer]:
-        """The newest version of every record of the chain ``root`` (indexed)."""
-        return [
-            _own_row(r).latest.signed for r in self.db.rows(_HEAD + " WHERE o.root = ?", (root,))
-        ]
-
     def open_heads(self) -> list[OwnRow]:
         """Every chain's open head: what a restarted node manages and republishes."""
         return [_own_row(r) for r in self.db.rows(_HEAD + " WHERE o.status = ?", (OPEN,))]

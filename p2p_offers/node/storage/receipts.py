@@ -82,15 +82,13 @@ class Receipts:
             )
         return [_fill(r) for r in rows]
 
-    def of_chain(self, root: str) -> list[StoredFill]:
-        """Every fill made for a record of our chain ``root``, oldest first (indexed)."""
-        columns = ", ".join(f"r.{c}" for c in _COLUMNS.split(", "))
+    def of_record(self, offer_id: str) -> list[StoredFill]:
+        """The fills our record ``offer_id`` made, oldest first: the bid we filled on it
+        (maker), and what uncrossing took for it (taker). Indexed."""
         rows = self.db.rows(
-            f"SELECT {columns} FROM own_offers o JOIN receipts r "
-            "ON r.offer_id = o.id AND r.role = 'maker' WHERE o.root = ? "
-            f"UNION ALL SELECT {columns} FROM own_offers o JOIN receipts r "
-            "ON r.for_offer = o.id AND r.role = 'taker' WHERE o.root = ? ",
-            (root, root),
+            f"SELECT {_COLUMNS} FROM receipts WHERE offer_id = ? AND role = 'maker' "
+            f"UNION ALL SELECT {_COLUMNS} FROM receipts WHERE for_offer = ? AND role = 'taker'",
+            (offer_id, offer_id),
         )
         fills = [_fill(r) for r in rows]
         return sorted(fills, key=lambda f: (f.receipt.ts, f.receipt.fill_id))

@@ -85,7 +85,6 @@ ALTER TABLE receipts ADD COLUMN side TEXT;       -- our side in the trade (buy/s
 ALTER TABLE bids_in_doubt ADD COLUMN side TEXT;
 CREATE INDEX IF NOT EXISTS receipts_offer ON receipts (offer_id);
 CREATE INDEX IF NOT EXISTS receipts_for_offer ON receipts (for_offer) WHERE for_offer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS own_offers_root ON own_offers (root);
 ALTER TABLE ledger_entries ADD COLUMN offer_id TEXT;  -- the receipt's, for an offer's fills
 ALTER TABLE ledger_entries ADD COLUMN taker TEXT;     -- the receipt's, for /trades?taker=
 ALTER TABLE ledger_entries ADD COLUMN side TEXT;      -- the maker's offer side, if known here
