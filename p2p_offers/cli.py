@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
+    node.add_argument("--events-clients", type=int, default=4, help="GET /events streams at once")
+    node.add_argument("--events-keepalive", type=float, default=15.0, help="s between keepalives")
+    node.add_argument(
+        "--events-max-unsent", type=int, default=256 * 1024, help="unread bytes: slow client"
+    )
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
     start.add_argument("--grapes", type=int, default=3)
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 offer_ttl_s=args.offer_ttl,
                 announce_interval_s=args.announce_interval,
                 sync_interval_s=args.sync_interval,
+                events_clients=args.events_clients,
+                events_keepalive_s=args.events_keepalive,
+                events_max_unsent=args.events_max_unsent,
             )
         )
     from p2p_offers.cluster import start_all

@@ -24,3 +24,9 @@ class NodeConfig:
     sync_interval_s: float = 15.0  # anti-entropy pull from peers
     resolve_interval_s: float = 5.0  # re-send bids in doubt until their owners answer
     threads: int = 16  # waitress worker threads
+    # GET /events (node/http/events.py): each stream holds a server thread, so at most this
+    # many at once (and never more than half the threads); a keepalive comment this often;
+    # a client with more than this many bytes sent to it but not read is dropped as slow.
+    events_clients: int = 4
+    events_keepalive_s: float = 15.0
+    events_max_unsent: int = 256 * 1024

@@ -27,6 +27,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
 from p2p_offers.node import errors
 from p2p_offers.node.config import MIN_OFFER_TTL_S, NodeConfig
+from p2p_offers.node.http.events import events_api
 from p2p_offers.node.http.exchange_routes import exchange
 from p2p_offers.node.http.offer_routes import public
 from p2p_offers.node.http.openapi import openapi
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 
 meta = Api("meta")
-APIS = [public, peer, exchange, meta]
+APIS = [public, peer, exchange, events_api, meta]
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "offer_id": {"type": "string"},
     "order_id": {"type": "string"},
@@ -150,6 +151,8 @@ def serve(config: NodeConfig) -> int:
         port=config.port,
         threads=config.threads,
         connection_limit=1000,
+        # read on while a request runs, so a client that hangs up on GET /events is seen at once
+        channel_request_lookahead=1,
         asyncore_use_poll=True,
         ident="p2p-offers",
     )
