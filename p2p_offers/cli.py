@@ -1,4 +1,4 @@
-"""``p2p-offers``: grape, node and start-all. All flags live here, so one file shows the CLI."""
+"""p2p-offers: run a grape, a node or a local network; trade through a node (client/cli.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from p2p_offers.client.cli import add_commands as add_client_commands
+from p2p_offers.client.cli import run as run_client_command
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.node.config import NodeConfig
 
@@ -62,11 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--grapes", type=int, default=3)
     start.add_argument("--nodes", type=int, default=3)
     start.add_argument("--data-dir", type=Path, default=Path("data"))
+    add_client_commands(sub)  # book, offers, offer, bid, order, trades, account, watch
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "client_run"):
+        return run_client_command(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

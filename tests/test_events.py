@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -340,12 +339,13 @@ def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_events(
         stuck.close()
 
 
-def test_a_stream_ends_cleanly_when_its_node_stops(tmp_path: Path) -> None:
-    net = Net(tmp_path / "net", grapes=1, nodes=1)
+def test_a_stream_ends_cleanly_when_its_node_stops(net: Net) -> None:
+    proc = net.add_node()
+    listener = Listener(proc.url)
     try:
-        listener = Listener(net.nodes[0].url)
         listener.wait_for(lambda ev: ev, what="hello")
-        assert net.cluster.stop(net.nodes[0]) == 0
+        assert net.cluster.stop(proc) == 0
         assert listener.ended.wait(10)
+        assert "Traceback" not in proc.log_tail(1000)
     finally:
-        net.close()
+        listener.close()

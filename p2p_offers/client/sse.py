@@ -11,6 +11,7 @@ again with ``Last-Event-ID`` so the node replays what was missed. The CLI's
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -124,11 +125,15 @@ class EventSource:
             first = False
             try:
                 for event in parse(resp.iter_content(chunk_size=None)):
+                    if self._closed:
+                        return
                     if event.id is not None:
                         self.last_event_id = event.id
                     yield event
-            except requests.RequestException:
-                pass  # the connection broke: connect again below
+            except (requests.RequestException, OSError, AttributeError):
+                if self._closed:  # close() shut the socket under the reader: not a failure
+                    return
+                # the connection broke: connect again below
             finally:
                 resp.close()
             if not self.reconnect:
@@ -140,9 +145,33 @@ class EventSource:
         raise StreamRefused(resp)
 
     def close(self) -> None:
+        """Stop, from any thread: a reader blocked on the socket returns at once.
+
+        Closing a streamed response from another thread waits for the read in
+        progress (http.client reads under a lock), that is until the next
+        keepalive; shutting the socket down ends that read now, and the
+        reading thread closes the response itself.
+        """
         self._closed = True
-        if self.response is not None:
-            self.response.close()
+        resp = self.response
+        if resp is None:
+            return
+        sock = _socket_of(resp)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                return
+            except OSError:
+                pass  # already gone
+        resp.close()
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    """The socket under a streamed response (http.client keeps it only in its reader)."""
+    fp = getattr(resp.raw, "_fp", None)  # http.client.HTTPResponse
+    raw = getattr(getattr(fp, "fp", None), "raw", None)  # socket.SocketIO
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 class StreamRefused(Exception):

@@ -158,6 +158,7 @@ def serve(config: NodeConfig) -> int:
     )
 
     def stop(signum: int, frame: object) -> None:
+        node.events.close()  # end the event streams now: waitress waits for running threads
         raise SystemExit(0)  # waitress's run() catches it and closes its sockets
 
     quiet_client_failures(node.edge_counts)
