@@ -31,6 +31,7 @@ from p2p_offers.node.http.events import events_api
 from p2p_offers.node.http.exchange_routes import exchange
 from p2p_offers.node.http.offer_routes import public
 from p2p_offers.node.http.openapi import openapi
+from p2p_offers.node.http.page import page
 from p2p_offers.node.http.peer_routes import peer
 from p2p_offers.node.http.registry import EXTENSION, Api
 from p2p_offers.node.http.status import status_of
@@ -70,7 +71,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> Flask:
         from p2p_offers.node.runtime import Node
 
         node = Node(config)
-    app = Flask("p2p_offers.node")
+    app = Flask("p2p_offers.node", static_folder=None)  # the page serves its own (page.py)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
@@ -78,6 +79,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> Flask:
     _register_errors(app)
     for api in APIS:
         app.register_blueprint(api.blueprint)
+    app.register_blueprint(page)  # the web page at / (not part of the API document)
     return app
 
 
