@@ -25,6 +25,10 @@ from p2p_offers.node.http.page import STATIC
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is a dev dependency: pip install -e '.[dev]'"
 )
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -88,6 +92,20 @@ def _row(driver, table: str, attr: str, value: str):
     return rows[0] if rows else None
 
 
+def _until(driver, check, what: str = "", bound: float = BOUND_S):
+    """``check(driver)`` until truthy. The page rebuilds its tables on every event, so an
+    element found a moment ago may be gone: such a try is simply made again."""
+    stale = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, bound, poll_frequency=0.02, ignored_exceptions=stale).until(
+        check, what
+    )
+
+
+def _row_text(driver, table: str, attr: str, value: str) -> str | None:
+    row = _row(driver, table, attr, value)
+    return row.text if row is not None else None
+
+
 def test_the_page_and_its_files_come_from_the_node_alone(net: Net) -> None:
     url = net.nodes[0].url
     page = requests.get(url + "/", timeout=10)
@@ -113,11 +131,13 @@ def test_an_offer_made_on_a_appears_on_b_s_page_within_a_second(net: Net, pages)
     a, _ = net.nodes
     _, on_b = pages
     offer = net.create(a, "30123.45", "0.42")
-    WebDriverWait(on_b, PROPAGATION_BOUND_S, poll_frequency=0.02).until(
-        lambda d: _row(d, "offers", "offer-id", offer["id"]), "A's offer in B's book"
+    text = _until(
+        on_b,
+        lambda d: _row_text(d, "offers", "offer-id", offer["id"]),
+        "A's offer in B's book",
+        bound=PROPAGATION_BOUND_S,
     )
-    row = _row(on_b, "offers", "offer-id", offer["id"])
-    assert row.text.split()[:3] == ["sell", "30123.45", "0.42000000"]
+    assert text.split()[:3] == ["sell", "30123.45", "0.42000000"]
     ladder = on_b.find_element(By.ID, "ladder").text
     assert "30123.45" in ladder and "0.42000000" in ladder
 
@@ -126,30 +146,49 @@ def test_a_bid_from_the_page_fills_and_shows_on_both_pages(net: Net, pages) -> N
     a, _ = net.nodes
     on_a, on_b = pages
     offer = net.create(a, "30555.00", "1")
-    WebDriverWait(on_b, BOUND_S).until(lambda d: _row(d, "offers", "offer-id", offer["id"]))
-    row = _row(on_b, "offers", "offer-id", offer["id"])
-    row.find_element(By.CSS_SELECTOR, "input.bid-amount").send_keys("0.25")
-    row.find_element(By.CSS_SELECTOR, "button.bid-button").click()
-    result = WebDriverWait(on_b, BOUND_S).until(
-        lambda d: d.find_element(By.ID, "bid-result").text or None, "the bid's answer"
-    )
+
+    def bid(d) -> bool:
+        row = _row(d, "offers", "offer-id", offer["id"])
+        if row is None:
+            return False
+        amount = row.find_element(By.CSS_SELECTOR, "input.bid-amount")
+        amount.clear()
+        amount.send_keys("0.25")
+        row.find_element(By.CSS_SELECTOR, "button.bid-button").click()
+        return True
+
+    _until(on_b, bid, "a bid typed and sent from B's page")
+    result = _until(on_b, lambda d: d.find_element(By.ID, "bid-result").text, "the answer")
     assert result.startswith("filled 0.25000000 BTC at 30555.00 USD"), result
     fill_id = re.search(r"fill ([0-9a-f-]{36})", result).group(1)
     for driver, role in ((on_b, "taker"), (on_a, "maker")):
-        fill = WebDriverWait(driver, BOUND_S).until(
-            lambda d: _row(d, "fills", "fill-id", fill_id), f"the fill on the {role}'s page"
+        text = _until(
+            driver, lambda d: _row_text(d, "fills", "fill-id", fill_id), f"the {role}'s fill"
         )
-        assert fill.text.split()[2:5] == [role, "30555.00", "0.25000000"]
-        WebDriverWait(driver, BOUND_S).until(
-            lambda d: _row(d, "trades", "fill-id", fill_id), f"the trade on the {role}'s page"
-        )
-    # the remainder replaced the offer in both books
-    WebDriverWait(on_b, BOUND_S).until(
+        assert text.split()[2:5] == [role, "30555.00", "0.25000000"]
+        _until(driver, lambda d: _row(d, "trades", "fill-id", fill_id), f"the {role}'s trade")
+    # the remainder replaced the offer in B's book
+    _until(
+        on_b,
         lambda d: (
             not _row(d, "offers", "offer-id", offer["id"])
             and "0.75000000" in d.find_element(By.ID, "offers").text
-        )
+        ),
+        "the remainder in B's book",
     )
+
+
+def test_a_bid_amount_being_typed_survives_the_book_changing(net: Net, pages) -> None:
+    a, _ = net.nodes
+    _, on_b = pages
+    offer = net.create(a, "31999.00", "0.5")
+    _until(on_b, lambda d: _row(d, "offers", "offer-id", offer["id"]))
+    field = f"#offers input.bid-amount[data-offer-id='{offer['id']}']"
+    _until(on_b, lambda d: d.find_element(By.CSS_SELECTOR, field).send_keys("0.1") or True)
+    net.create(a, "32999.00", "0.5")  # the table is rebuilt
+    _until(on_b, lambda d: "32999.00" in d.find_element(By.ID, "offers").text)
+    value = _until(on_b, lambda d: d.find_element(By.CSS_SELECTOR, field).get_attribute("value"))
+    assert value == "0.1"
 
 
 def test_place_and_cancel_an_offer_from_the_page(net: Net, pages) -> None:
@@ -159,23 +198,27 @@ def test_place_and_cancel_an_offer_from_the_page(net: Net, pages) -> None:
     form.find_element(By.NAME, "price_usd").send_keys("28000.10")
     form.find_element(By.NAME, "amount_btc").send_keys("0.3")
     on_a.find_element(By.ID, "place-submit").click()
-    result = WebDriverWait(on_a, BOUND_S).until(
-        lambda d: d.find_element(By.ID, "place-result").text or None
-    )
+    result = _until(on_a, lambda d: d.find_element(By.ID, "place-result").text)
     offer_id = re.search(r"offer ([0-9a-f-]{36}) placed: buy 0.30000000 BTC at 28000.10", result)
     assert offer_id, result
     offer_id = offer_id.group(1)
-    mine = WebDriverWait(on_a, BOUND_S).until(lambda d: _row(d, "mine", "offer-id", offer_id))
-    mine.find_element(By.CSS_SELECTOR, "button.cancel-button").click()
-    WebDriverWait(on_a, BOUND_S).until(lambda d: not _row(d, "mine", "offer-id", offer_id))
+
+    def cancel(d) -> bool:
+        row = _row(d, "mine", "offer-id", offer_id)
+        if row is None:
+            return False
+        row.find_element(By.CSS_SELECTOR, "button.cancel-button").click()
+        return True
+
+    _until(on_a, cancel, "cancel clicked")
+    _until(on_a, lambda d: not _row(d, "mine", "offer-id", offer_id), "gone from my offers")
     assert net.offer(net.nodes[0], offer_id)["status"] == "cancelled"
     # a refusal is shown as the node's code and fields
     form.find_element(By.NAME, "price_usd").clear()
     form.find_element(By.NAME, "price_usd").send_keys("1.001")
     on_a.find_element(By.ID, "place-submit").click()
-    WebDriverWait(on_a, BOUND_S).until(
-        lambda d: "invalid_input" in d.find_element(By.ID, "place-result").text
-    )
+    text = _until(on_a, lambda d: "invalid_input" in d.find_element(By.ID, "place-result").text)
+    assert text
     assert "price_usd: at most 2 decimal places" in on_a.find_element(By.ID, "place-result").text
 
 
@@ -186,8 +229,9 @@ def test_the_depth_chart_is_drawn_and_a_phone_screen_does_not_overflow(
     net.create(a, "29500", "0.8", side="buy")
     net.create(b, "30900", "1.1")
     _, on_b = pages
-    WebDriverWait(on_b, BOUND_S).until(
-        lambda d: {"29500.00", "30900.00"} <= set(d.find_element(By.ID, "ladder").text.split())
+    _until(
+        on_b,
+        lambda d: {"29500.00", "30900.00"} <= set(d.find_element(By.ID, "ladder").text.split()),
     )
     wait_until(lambda: _painted(on_b) > 500, what="the depth chart painted")
     shot = tmp_path / "screenshot.png"

@@ -12,6 +12,7 @@ const state = {
   trades: [],
   peers: [],
   fills: new Map(), // fill_id -> {role, receipt}: from fill events and from the trades
+  drafts: new Map(), // offer id -> a bid amount being typed: kept across re-renders
 };
 const dirty = new Set();
 let timer = null;
@@ -181,7 +182,10 @@ function renderOffers() {
       amount.className = "bid-amount";
       amount.inputMode = "decimal";
       amount.placeholder = o.amount_btc;
+      amount.dataset.offerId = o.id;
+      amount.value = state.drafts.get(o.id) || "";
       amount.setAttribute("aria-label", "amount_btc to bid");
+      amount.addEventListener("input", () => state.drafts.set(o.id, amount.value));
       const button = document.createElement("button");
       button.type = "button";
       button.className = "bid-button";
@@ -192,7 +196,16 @@ function renderOffers() {
     tr.append(action);
     return tr;
   });
+  // the table is rebuilt on every book change: whoever was typing a bid keeps typing
+  const typing = document.activeElement && document.activeElement.classList.contains("bid-amount")
+    ? document.activeElement.dataset.offerId : null;
   fill($("#offers tbody"), rows.length ? rows : [emptyRow(5, "no open offers")]);
+  if (typing) {
+    const again = document.querySelector(`#offers input.bid-amount[data-offer-id="${CSS.escape(typing)}"]`);
+    if (again) { again.focus(); again.setSelectionRange(again.value.length, again.value.length); }
+  }
+  const open = new Set(state.offers.map((o) => o.id));
+  for (const id of state.drafts.keys()) if (!open.has(id)) state.drafts.delete(id);
 }
 
 function renderMine() {
@@ -360,6 +373,7 @@ async function bid(offer, input, button) {
   try {
     const r = await api("POST", `/offers/${encodeURIComponent(offer.id)}/bids`, { amount_btc: amount });
     if (!r.ok) return say(result, errorText(r), false);
+    state.drafts.delete(offer.id);
     state.fills.set(r.data.fill_id, { role: "taker", receipt: r.data });
     renderFills();
     say(result, `filled ${r.data.amount_btc} BTC at ${r.data.price_usd} USD (fill ${r.data.fill_id})`, true);
