@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from event_helpers import Listener
 from node_helpers import Net, wait_until
 
 from p2p_offers.node.http.page import STATIC
@@ -52,7 +53,7 @@ def net(tmp_path_factory):
     network.close()
 
 
-def _browser(url: str, width: int = 1280, height: int = 1000):
+def _browser(url: str, width: int = 1280, height: int = 1000, live: bool = True):
     options = Options()
     options.binary_location = CHROMIUM
     for arg in (
@@ -65,9 +66,10 @@ def _browser(url: str, width: int = 1280, height: int = 1000):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(DRIVER))
     driver.get(url + "/")
-    WebDriverWait(driver, BOUND_S).until(
-        lambda d: d.find_element(By.ID, "status").text == "live", "the page's stream is live"
-    )
+    if live:
+        WebDriverWait(driver, BOUND_S).until(
+            lambda d: d.find_element(By.ID, "status").text == "live", "the page's stream is live"
+        )
     return driver
 
 
@@ -255,3 +257,26 @@ def _painted(driver) -> int:
         "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
         "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;"
     )
+
+
+def test_a_page_refused_a_stream_reads_once_and_goes_live_when_a_slot_frees(
+    net: Net, pages
+) -> None:
+    _, b = net.nodes
+    # only B's page holds a slot (a browser that just quit lets go within half a second)
+    slots = wait_until(lambda: (e := net.get(b, "/health")["events"])["clients"] == 1 and e)
+    held = [Listener(b.url) for _ in range(slots["max_clients"] - slots["clients"])]
+    late = None
+    try:
+        assert all(h.status == 200 for h in held)
+        late = _browser(b.url, live=False)
+        _until(late, lambda d: d.find_element(By.ID, "status").text == "reconnecting", "refused")
+        _until(late, lambda d: "30555.00" in d.find_element(By.ID, "ladder").text, "read once")
+        for h in held:
+            h.close()
+        _until(late, lambda d: d.find_element(By.ID, "status").text == "live", "live again")
+    finally:
+        for h in held:
+            h.close()
+        if late is not None:
+            late.quit()

@@ -91,7 +91,16 @@ function follow() {
   const events = new EventSource("/events");
   const status = $("#status");
   events.onopen = () => { status.textContent = "live"; status.className = "status live"; };
-  events.onerror = () => { status.textContent = "reconnecting"; status.className = "status off"; };
+  events.onerror = () => {
+    status.textContent = "reconnecting";
+    status.className = "status off";
+    // The browser retries a broken stream by itself, but gives up on an HTTP error (a 503
+    // when every stream slot is taken): then try again later, and meanwhile read once.
+    if (events.readyState === EventSource.CLOSED) {
+      schedule("book", "offers", "trades", "peers");
+      setTimeout(follow, 5000);
+    }
+  };
   events.addEventListener("hello", () => schedule("book", "offers", "trades", "peers"));
   events.addEventListener("reset", () => schedule("book", "offers", "trades", "peers"));
   events.addEventListener("book", () => schedule("book", "offers"));
