@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from p2p_offers.client.cli import add_commands as add_client_commands
@@ -28,6 +29,19 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}")
     return int(text)
+
+
+def _at_least(kind: type[int] | type[float], low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
-    node.add_argument("--events-clients", type=int, default=4, help="GET /events streams at once")
-    node.add_argument("--events-keepalive", type=float, default=15.0, help="s between keepalives")
-    node.add_argument(
-        "--events-max-unsent", type=int, default=256 * 1024, help="unread bytes: slow client"
-    )
+    events = node.add_argument
+    events("--events-clients", type=_at_least(int, 0), default=4, help="GET /events at once")
+    events("--events-keepalive", type=_at_least(float, 0.01), default=15.0, help="s, keepalives")
+    events("--events-max-unsent", type=_at_least(int, 0), default=256 * 1024, help="bytes: slow")
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
     start.add_argument("--grapes", type=int, default=3)
