@@ -15,7 +15,7 @@ const state = {
   drafts: new Map(), // offer id -> a bid amount being typed: kept across re-renders
 };
 const dirty = new Set();
-let timer = null;
+let busy = false; // a round of fetches is running
 
 // -- the API ----------------------------------------------------------------------------------
 
@@ -74,17 +74,24 @@ const loaders = {
   },
 };
 
-// Events come in bursts (a fill is four of them): each part is fetched once per burst.
+// Events come in bursts (a fill is four of them): the first starts the fetches at once, the
+// rest of the burst, arriving while they run, costs one more round, not one each.
 function schedule(...parts) {
   for (const p of parts) dirty.add(p);
-  if (timer === null) timer = setTimeout(flush, 60);
+  if (!busy) flush();
 }
 
 async function flush() {
-  timer = null;
-  const parts = [...dirty];
-  dirty.clear();
-  await Promise.all(parts.map((p) => loaders[p]().catch(() => schedule(p))));
+  busy = true;
+  try {
+    while (dirty.size) {
+      const parts = [...dirty];
+      dirty.clear();
+      await Promise.all(parts.map((p) => loaders[p]().catch(() => setTimeout(() => schedule(p), 1000))));
+    }
+  } finally {
+    busy = false;
+  }
 }
 
 function follow() {
