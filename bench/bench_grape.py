@@ -25,8 +25,10 @@ from pathlib import Path
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # devtools/ of this checkout
+
+from devtools import npm as grenache
 from p2p_offers.cluster import Cluster, free_ports
-from p2p_offers.grape import grenache
 from p2p_offers.link import Link
 
 Op = Callable[[int], None]

@@ -1,14 +1,17 @@
-"""``p2p-offers``: grape, node and start-all. All flags live here, so one file shows the CLI."""
+"""p2p-offers: run a grape, a node or a local network; trade through a node (client/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from p2p_offers.client.cli import add_commands as add_client_commands
+from p2p_offers.client.cli import run as run_client_command
 from p2p_offers.grape.config import GrapeConfig
-from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.config import RPC_PORT_OFFSET, NodeConfig, announce_problem
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -28,6 +31,19 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _at_least(kind: type[int] | type[float], low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2p-offers", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("P2P_OFFERS_LOG", "INFO"))
@@ -43,8 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     grape.add_argument("--rpc-timeout", type=float, default=0.25, help="DHT RPC timeout, s")
 
     node = sub.add_parser("node", help="run an exchange node")
-    node.add_argument("--port", type=_port, required=True)
-    node.add_argument("--grape", required=True, help="URL of this node's grape API")
+    node.add_argument("--port", type=_port, required=True, help="REST API port")
+    node.add_argument(
+        "--rpc-port", type=_port, default=None, help="Grenache RPC port (default: --port + 1000)"
+    )
+    node.add_argument(
+        "--peer-transport",
+        choices=("rpc", "rest"),
+        default=os.environ.get("P2P_OFFERS_PEER_TRANSPORT", "rpc"),
+        help="how this node calls other nodes: Grenache RPC (default) or the REST /peer/*",
+    )
+    node.add_argument(
+        "--grape",
+        required=True,
+        action="append",
+        help="URL of a grape API; several (repeated or comma-separated) to fail over between",
+    )
     node.add_argument("--data-dir", type=Path, required=True)
     node.add_argument("--host", default="127.0.0.1", help="address the REST API binds to")
     node.add_argument("--announce-host", default=None, help="address peers should dial")
@@ -52,16 +82,32 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
+    events = node.add_argument
+    events("--events-clients", type=_at_least(int, 0), default=4, help="GET /events at once")
+    events("--events-keepalive", type=_at_least(float, 0.01), default=15.0, help="s, keepalives")
+    events("--events-max-unsent", type=_at_least(int, 0), default=256 * 1024, help="bytes: slow")
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
     start.add_argument("--grapes", type=int, default=3)
     start.add_argument("--nodes", type=int, default=3)
     start.add_argument("--data-dir", type=Path, default=Path("data"))
+
+    bed = sub.add_parser("testbed", help="N hosts in network namespaces on an emulated WAN (root)")
+    bed.add_argument("--hosts", type=int, default=3)
+    bed.add_argument("--rtt-ms", type=float, default=0.0, help="round trip between hosts")
+    bed.add_argument("--jitter-ms", type=float, default=0.0, help="round trip within rtt ± this")
+    bed.add_argument("--loss-pct", type=float, default=0.0, help="per packet, per direction")
+    bed.add_argument("--data-dir", type=Path, default=Path("testbed-data"))
+
+    add_client_commands(sub)  # book, offers, offer, bid, order, trades, account, watch
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "client_run"):
+        return run_client_command(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -82,19 +128,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         from p2p_offers.node.http.app import serve
 
-        return serve(
-            NodeConfig(
-                port=args.port,
-                grape=args.grape,
-                data_dir=args.data_dir,
-                host=args.host,
-                announce_host=args.announce_host,
-                api_token=args.api_token,
-                offer_ttl_s=args.offer_ttl,
-                announce_interval_s=args.announce_interval,
-                sync_interval_s=args.sync_interval,
-            )
+        if args.rpc_port is None and args.port + RPC_PORT_OFFSET > 65535:
+            parser.error(f"--port {args.port} leaves no default RPC port: give --rpc-port")
+        config = NodeConfig(
+            port=args.port,
+            rpc_port=args.rpc_port,
+            peer_transport=args.peer_transport,
+            grape=",".join(args.grape),
+            data_dir=args.data_dir,
+            host=args.host,
+            announce_host=args.announce_host,
+            api_token=args.api_token,
+            offer_ttl_s=args.offer_ttl,
+            announce_interval_s=args.announce_interval,
+            sync_interval_s=args.sync_interval,
+            events_clients=args.events_clients,
+            events_keepalive_s=args.events_keepalive,
+            events_max_unsent=args.events_max_unsent,
         )
+        try:
+            problem = announce_problem(config)  # docs/hardening.md: refuse, do not hide it
+        except ValueError as exc:
+            problem = f"--grape: {exc}"
+        if problem:
+            logging.getLogger("p2p_offers.node").error("node not started: %s", problem)
+            return 2
+        return serve(config)
+    if args.command == "testbed":
+        from p2p_offers.testbed.bed import Conditions, run_foreground
+
+        conditions = Conditions(args.rtt_ms, args.jitter_ms, args.loss_pct)
+        return run_foreground(args.hosts, conditions, args.data_dir)
     from p2p_offers.cluster import start_all
 
     return start_all(args.grapes, args.nodes, args.data_dir)

@@ -20,9 +20,11 @@ from typing import IO
 
 import requests
 
+from p2p_offers.node.config import RPC_PORT_OFFSET
+
 GRAPE_DHT_BASE = 20001
 GRAPE_API_BASE = 30001
-NODE_BASE = 4000
+NODE_BASE = 4000  # nodes' REST ports; their Grenache RPC ports are 1000 up (5000, ...)
 
 
 class StartError(RuntimeError):
@@ -36,6 +38,7 @@ class Proc:
     url: str
     kind: str  # "grape" or "node"
     log_path: Path
+    rpc: str | None = None  # a node's Grenache RPC address, host:port
     popen: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -94,12 +97,18 @@ class Cluster:
         bootstrap: Sequence[int] = (),
         extra: Sequence[str] = (),
         host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        name: str | None = None,
     ) -> Proc:
         argv = ["grape", "--dp", str(dht_port), "--aph", str(api_port), "-b", host]
         if bootstrap:
             argv += ["--bn", ",".join(f"{host}:{p}" for p in bootstrap)]
         return self.spawn(
-            f"grape-{api_port}", "grape", argv + list(extra), f"http://{host}:{api_port}"
+            name or f"grape-{api_port}",
+            "grape",
+            argv + list(extra),
+            f"http://{host}:{api_port}",
+            prefix,
         )
 
     def node(
@@ -109,15 +118,33 @@ class Cluster:
         data_dir: Path | None = None,
         extra: Sequence[str] = (),
         host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        name: str | None = None,
+        rpc_port: int | None = None,
     ) -> Proc:
         data_dir = data_dir or self.workdir / f"node-{port}"
         argv = ["node", "--port", str(port), "--grape", grape_url, "--data-dir", str(data_dir)]
+        if "--rpc-port" not in extra and not (prefix and rpc_port is None):
+            # port + 1000 may be taken: tests run on free ports. Inside a namespace (the test
+            # bed's ``prefix``) this process cannot probe the host's ports; the default holds.
+            while rpc_port is None or rpc_port == port:
+                rpc_port = free_ports(1, host)[0]
+            argv += ["--rpc-port", str(rpc_port)]
         argv += ["--host", host, *extra]
-        return self.spawn(f"node-{port}", "node", argv, f"http://{host}:{port}")
+        proc = self.spawn(name or f"node-{port}", "node", argv, f"http://{host}:{port}", prefix)
+        given = (
+            argv[argv.index("--rpc-port") + 1] if "--rpc-port" in argv else port + RPC_PORT_OFFSET
+        )
+        proc.rpc = f"{host}:{given}"
+        return proc
 
-    def spawn(self, name: str, kind: str, args: list[str], url: str) -> Proc:
+    def spawn(
+        self, name: str, kind: str, args: list[str], url: str, prefix: Sequence[str] = ()
+    ) -> Proc:
+        """Start ``p2p_offers <args>``; ``prefix`` wraps it (the test bed's ``ip netns exec``)."""
         log_path = self.workdir / f"{name}.log"
-        proc = Proc(name, [self.python, "-m", "p2p_offers", *args], url, kind, log_path)
+        argv = [*prefix, self.python, "-m", "p2p_offers", *args]
+        proc = Proc(name, argv, url, kind, log_path)
         self.procs.append(proc)
         self.start(proc)
         return proc
@@ -202,6 +229,7 @@ def local_network(
     data_root: Path,
     node_extra: Sequence[str] = (),
     grape_extra: Sequence[str] = (),
+    rpc_ports: Sequence[int] | None = None,
 ) -> tuple[list[Proc], list[Proc]]:
     """Grapes bootstrapped to each other, then node i on grape i (mod the grape count)."""
     grape_procs = [
@@ -214,12 +242,15 @@ def local_network(
         for i in range(grapes)
     ]
     cluster.wait_ready(grape_procs)
+    if rpc_ports is None:  # free ones, none of them a REST port still to be bound
+        rpc_ports = [p for p in free_ports(2 * nodes) if p not in node_ports][:nodes]
     node_procs = [
         cluster.node(
             node_ports[i],
             grape_procs[i % grapes].url,
             data_root / f"node-{node_ports[i]}",
             node_extra,
+            rpc_port=rpc_ports[i],
         )
         for i in range(nodes)
     ]
@@ -252,7 +283,8 @@ def start_all(grapes: int = 3, nodes: int = 3, data_root: Path = Path("data")) -
     dht_ports = [GRAPE_DHT_BASE + i for i in range(grapes)]
     api_ports = [GRAPE_API_BASE + i for i in range(grapes)]
     node_ports = [NODE_BASE + i for i in range(nodes)]
-    busy = busy_ports(dht_ports, api_ports + node_ports)
+    rpc_ports = [port + RPC_PORT_OFFSET for port in node_ports]
+    busy = busy_ports(dht_ports, api_ports + node_ports + rpc_ports)
     if busy:
         print(
             f"start-all: port {', '.join(busy)} already in use (another start-all running?); "
@@ -272,6 +304,7 @@ def start_all(grapes: int = 3, nodes: int = 3, data_root: Path = Path("data")) -
             api_ports,
             node_ports,
             data_root,
+            rpc_ports=rpc_ports,
         )
         _print_table(grape_procs, node_procs, cluster.workdir)
         while not stop():
@@ -302,7 +335,7 @@ def _install_stop_handlers() -> Callable[[], bool]:
 
 def _print_table(grape_procs: list[Proc], node_procs: list[Proc], logs: Path) -> None:
     rows = [("grape", p.name, p.url) for p in grape_procs]
-    rows += [("node", p.name, p.url) for p in node_procs]
+    rows += [("node", p.name, f"{p.url}  (Grenache RPC {p.rpc})") for p in node_procs]
     width = max(len(r[1]) for r in rows)
     print("\np2p-offers local network is ready:\n")
     for kind, name, url in rows:

@@ -79,6 +79,10 @@ class MemoryDht:
         with self._lock:
             return self.records.get(hash_)
 
+    def status(self) -> dict[str, Any]:
+        up = not self.down
+        return {"grape": "memory", "grapes": ["memory"], "announced": up, "last_error": None}
+
     def close(self) -> None:
         pass
 

@@ -44,7 +44,10 @@ def local_node(
     but the grape's own TTLs (announcements, records) run on real time.
     """
     link = Link(grape_url)
-    config = NodeConfig(port=port, grape=grape_url, data_dir=tmp_path, api_token=token)
+    # Peers of these tests are fakes speaking REST (/peer/*), announced under the REST names.
+    config = NodeConfig(
+        port=port, grape=grape_url, data_dir=tmp_path, api_token=token, peer_transport="rest"
+    )
     node = Node(config, clock=clock or Clock(), dht=link)
     app = create_app(config, node)
     assert node_of(app) is node

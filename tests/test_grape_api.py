@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -398,3 +399,161 @@ def _log(proc: Proc) -> str:
 def test_no_tracebacks_in_grape_logs(grapes):
     for proc in grapes:
         assert "Traceback" not in _log(proc), proc.log_tail()
+
+
+def dht_port(proc: Proc) -> int:
+    return int(proc.argv[proc.argv.index("--dp") + 1])
+
+
+def contacts_of(port: int) -> list[tuple[bytes, str, int]]:
+    """The contacts a grape hands out (a raw find_node for a random target: its 20 closest)."""
+    msg_id = os.urandom(20)
+    request = msgpack.packb(["find_node", [os.urandom(20), os.urandom(20)]])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(b"\x00" + msg_id + request, ("127.0.0.1", port))
+        reply = sock.recv(65536)
+    assert reply[:21] == b"\x01" + msg_id
+    return [tuple(c) for c in msgpack.unpackb(reply[21:])]
+
+
+class Impostor:
+    """One UDP socket that claims a new random node id in every datagram, and answers every
+    ping it gets with yet another: the most an attacker with one address can do."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.pings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._answer, daemon=True)
+        self._thread.start()
+
+    def flood(self, port: int, count: int) -> None:
+        for i in range(count):
+            rpc = ["ping", [os.urandom(20)]] if i % 2 else ["find_node", [os.urandom(20)] * 2]
+            self.sock.sendto(b"\x00" + os.urandom(20) + msgpack.packb(rpc), ("127.0.0.1", port))
+
+    def _answer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            if data[:1] == b"\x00" and msgpack.unpackb(data[21:])[0] == "ping":
+                self.pings += 1
+                self.sock.sendto(b"\x01" + data[1:21] + msgpack.packb(os.urandom(20)), addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def test_one_socket_claiming_1000_ids_gets_one_place_in_the_routing_table(cluster):
+    """#11.3: on main 17 of the next 20 puts failed (503 ERR_GRAPE_NO_PEERS) after this."""
+    procs = start_grapes(cluster)
+    target = dht_port(procs[0])
+    impostor = Impostor()
+    try:
+        impostor.flood(target, 1000)
+        link = Link(procs[0].url)
+        for i in range(20):
+            assert link.put({"v": f"after the flood {i} {time.time()}"})
+        key = SigningKey.generate()
+        for seq in range(1, 6):
+            link.put_mutable(key, b"v%d" % seq, seq, cas=seq - 1 if seq > 1 else None)
+        assert Link(procs[1].url).get_record(records.mutable_target(bytes(key.verify_key)).hex())
+        held = contacts_of(target)
+        assert len([c for c in held if c[2] == impostor.port]) <= 1, held
+        assert {c[2] for c in held} >= {dht_port(p) for p in procs[1:]}
+        assert impostor.pings < 20  # each claim is not a ping: checks per address are spaced
+    finally:
+        impostor.close()
+
+
+def peers_held_by(port: int, name: str) -> dict:
+    """A grape's own entries for a service name (a raw find_peers RPC, no crawl)."""
+    msg_id = os.urandom(20)
+    key = hashlib.sha1(name.encode()).digest()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(
+            b"\x00" + msg_id + msgpack.packb(["find_peers", [os.urandom(20), key]]),
+            ("127.0.0.1", port),
+        )
+        reply = sock.recv(65536)
+    assert reply[:21] == b"\x01" + msg_id
+    return msgpack.unpackb(reply[21:])
+
+
+def test_an_announcement_flood_keeps_the_genuine_entry_first(cluster):
+    """#11.4: on main 1,100 third-party announces pushed the genuine entry out of the name."""
+    procs = start_grapes(cluster)
+    links = [Link(p.url) for p in procs]
+    name = "flooded"
+    links[1].announce(name, 4000)  # the host itself (the grape sees 127.0.0.1)
+
+    def junk(part: int) -> None:
+        for i in range(part, 1100, 8):
+            links[0].announce(name, 1 + i, f"10.{i // 250}.{i % 250}.1")
+
+    flooders = [threading.Thread(target=junk, args=(part,)) for part in range(8)]
+    for thread in flooders:
+        thread.start()
+    for thread in flooders:
+        thread.join()
+    for link, proc in zip(links, procs, strict=True):
+        found = link.lookup(name)
+        assert found[0] == "127.0.0.1:4000", found[:5]
+        assert all(p.startswith("10.") for p in found[1:]) and len(found) <= 1 + 3 * 16
+        held = peers_held_by(dht_port(proc), name)  # what this grape itself stores
+        assert held["peers"][0] == "127.0.0.1:4000" and held["own"] == 1
+        assert len(held["peers"]) == 1 + 16
+    for port in range(5000, 5100):  # one machine announcing itself at many ports is bounded too
+        links[2].announce("crowded", port)
+    assert [len(link.lookup("crowded")) for link in links] == [64, 64, 64]
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = requests.get(f"{url}/metrics", timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(resp.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_rpcs_records_peers_and_requests(cluster):
+    procs = start_grapes(cluster)
+    link = Link(procs[0].url)
+    before = scrape(procs[0].url)
+    hash_ = link.put({"v": f"counted {time.time()}"})
+    assert link.get(hash_) is not None
+    link.announce("metered", 1000)
+    assert link.lookup("metered") == ["127.0.0.1:1000"]
+    assert post(procs[0].url, "get", b'{"data": 5}').status_code == 400
+    after = scrape(procs[0].url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    for kind in ("put", "get", "announce", "lookup"):
+        assert delta("grape_http_requests_total", type=kind, outcome="ok") == 1
+    assert delta("grape_http_requests_total", type="get", outcome="ERR_GRAPE_HASH_FORMAT") == 1
+    assert delta("grape_http_request_seconds_count", type="put") == 1
+    assert delta("grape_dht_rpc_sent_total", rpc="put", outcome="answered") == 2  # two others
+    assert delta("grape_dht_rpc_sent_total", rpc="announce", outcome="answered") == 2
+    assert delta("grape_dht_rpc_seconds_count", rpc="put") == 2
+    assert after[("grape_contacts", ())] == 2 and after[("grape_records", ())] >= 1
+    assert after[("grape_announcements", ())] >= 1
+    assert after[("grape_dht_contacts_checked_total", (("outcome", "admitted"),))] >= 2
+    received = scrape(procs[1].url)
+    assert received[("grape_dht_rpc_received_total", (("rpc", "put"),))] >= 1
+    assert requests.post(f"{procs[0].url}/metrics", json={}, timeout=5).status_code == 404

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,9 +12,12 @@ from kademlia.node import Node
 from nacl.signing import SigningKey
 
 from p2p_offers import records
+from p2p_offers.cluster import free_port
 from p2p_offers.codec import bencode
-from p2p_offers.grape.protocol import OK, GrapeProtocol, parse_nodes
-from p2p_offers.grape.server import NoPeersError, _majority
+from p2p_offers.grape.config import GrapeConfig
+from p2p_offers.grape.protocol import OK, GrapeProtocol
+from p2p_offers.grape.routing import parse_nodes
+from p2p_offers.grape.server import NoPeersError, _majority, start_dht
 from p2p_offers.grape.storage import PeerTable, RecordStorage, is_peer_address, peer_address
 from p2p_offers.records import Record, RecordError, sign
 
@@ -272,7 +278,7 @@ def test_rpc_put_answers_bep44_codes(protocol):
 def test_rpc_announce_and_find_peers(protocol):
     key = b"\x05" * 20
     other = ("127.0.0.2", 1)
-    protocol.rpc_ping(other, b"\x08" * 20)
+    protocol.admit_answer(other, b"\x08" * 20)  # as if it had answered our ping
     answer = protocol.rpc_announce(SENDER, PEER_ID, key, "10.0.0.1:80", 60)
     assert answer == {"stored": True, "nodes": [(b"\x08" * 20, "127.0.0.2", 1)]}
     assert protocol.rpc_announce(SENDER, PEER_ID, key, "not a peer", 60)["stored"] is False
@@ -365,3 +371,100 @@ def test_storage_refuses_a_nan_lifetime_from_any_path():
         storage.accept(record.target, record.encode(), None, float("nan"))
     with pytest.raises(RecordError):
         peers.add(b"\x05" * 20, "10.0.0.1:80", float("nan"))
+
+
+# -- who enters the routing table (#11.3) -----------------------------------------------------
+
+
+def held(protocol: GrapeProtocol) -> list[tuple[bytes, str, int]]:
+    return sorted((n.id, n.ip, n.port) for n in protocol.router.contacts())
+
+
+def test_a_claim_alone_never_enters_the_routing_table(protocol):
+    for i in range(50):
+        protocol.rpc_ping(("10.0.0.1", 1000 + i), bytes([i]) * 20)
+        protocol.rpc_find_node(("10.0.0.2", 2000), bytes([i + 1]) * 20, b"\x01" * 20)
+    assert held(protocol) == []
+
+
+def test_one_id_per_address_and_a_few_per_ip(protocol):
+    protocol.admit_answer(("10.0.0.1", 1), b"\x01" * 20)
+    protocol.admit_answer(("10.0.0.1", 1), b"\x02" * 20)  # the address now answers as another
+    assert held(protocol) == [(b"\x02" * 20, "10.0.0.1", 1)]
+    for port in range(2, 10):
+        protocol.admit_answer(("10.0.0.1", port), bytes([port + 10]) * 20)
+    assert len([c for c in held(protocol) if c[1] == "10.0.0.1"]) == 4
+    for port in range(2, 10):  # loopback is this machine's own grapes: no per-IP bound
+        protocol.admit_answer(("127.0.0.1", port), bytes([port + 30]) * 20)
+    assert len([c for c in held(protocol) if c[1] == "127.0.0.1"]) == 8
+
+
+def test_an_id_moves_only_once_its_old_address_stops_answering():
+    async def scenario() -> None:
+        servers = [await start_dht(GrapeConfig(free_port(socket.SOCK_DGRAM), 0)) for _ in "ab"]
+        a, b = servers
+        try:
+            b_address = ("127.0.0.1", b.config.dht_port)
+            a.protocol.admit_answer(b_address, b.node.id)
+            impostor = ("127.0.0.1", free_port(socket.SOCK_DGRAM))
+            a.protocol.admit_answer(impostor, b.node.id)  # b's id, claimed from elsewhere
+            await asyncio.gather(*a.protocol.tasks)
+            assert [(n.ip, n.port) for n in a.contacts()] == [b_address]
+            b.stop()
+            a.protocol.admit_answer(impostor, b.node.id)  # now the old address is silent
+            await asyncio.gather(*a.protocol.tasks)
+            assert [(n.ip, n.port) for n in a.contacts()] == [impostor]
+        finally:
+            for server in servers:
+                server.stop()
+
+    asyncio.run(scenario())
+
+
+# -- announcement floods (#11.4) --------------------------------------------------------------
+
+
+def test_one_announcer_has_a_bounded_share_of_a_name(clock):
+    table = PeerTable(ttl=100, clock=clock, own_per_announcer=3, third_party_per_announcer=2)
+    key = b"n" * 20
+    for port in range(1, 50):
+        clock.now += 0.01
+        table.add(key, f"10.9.9.{port}:80", origin="10.0.0.1")  # made-up third parties
+        table.add(key, f"10.0.0.1:{port}", origin="10.0.0.1")  # its own ports
+    # its newest entries replace its oldest: 3 own, 2 third-party, own ones first
+    assert table.get(key) == [
+        *(f"10.0.0.1:{p}" for p in (47, 48, 49)),
+        "10.9.9.48:80",
+        "10.9.9.49:80",
+    ]
+    assert table.add(key, "10.0.0.2:1", origin="10.0.0.2")  # others are not affected
+    assert len(table.get(key)) == 6
+
+
+def test_third_party_entries_never_evict_a_hosts_own(clock):
+    table = PeerTable(ttl=100, max_peers=3, clock=clock, third_party_per_announcer=1000)
+    key = b"n" * 20
+    table.add(key, "10.0.0.1:1", origin="10.0.0.1")
+    table.add(key, "[::1]:2", origin="::1")  # IPv6 in brackets is still the host itself
+    for i in range(100):
+        clock.now += 0.01
+        table.add(key, f"10.8.{i}.1:1", origin="10.7.7.7")
+    assert table.get(key) == ["10.0.0.1:1", "[::1]:2", "10.8.99.1:1"]
+    assert table.add(key, "10.0.0.3:3", origin="10.0.0.3")  # own evicts a third party
+    assert table.get(key) == ["10.0.0.1:1", "[::1]:2", "10.0.0.3:3"]
+    assert not table.add(key, "10.8.0.9:1", origin="10.7.7.7")  # only own ones left: refused
+    assert table.add(key, "10.0.0.4:4", origin="10.0.0.4")  # own ones make room among themselves
+    assert len(table.get(key)) == 3
+
+
+def test_only_a_grape_in_the_routing_table_may_name_an_announcements_origin(protocol):
+    key = b"\x05" * 20
+    stranger = ("10.0.0.9", 7)
+    for i in range(40):  # a raw sender naming 40 origins is still one announcer: itself
+        answer = protocol.rpc_announce(stranger, PEER_ID, key, f"10.1.0.{i}:1", 60, f"10.2.0.{i}")
+        assert answer["stored"] is True
+    assert len(protocol.peers.get(key)) == 16
+    protocol.admit_answer(SENDER, PEER_ID)
+    protocol.rpc_announce(SENDER, PEER_ID, key, "10.3.0.1:1", 60, "10.3.0.1")  # relayed: own
+    reply = protocol.rpc_find_peers(SENDER, PEER_ID, key)
+    assert (reply["peers"][0], reply["own"]) == ("10.3.0.1:1", 1)

@@ -14,9 +14,9 @@ import subprocess
 
 import pytest
 
+from devtools import npm as grenache
 from p2p_offers import records
 from p2p_offers.cluster import Cluster, free_ports
-from p2p_offers.grape import grenache
 from p2p_offers.records import Record
 
 pytestmark = pytest.mark.node_js

@@ -137,3 +137,30 @@ def test_announcing_survives_a_grape_answering_nonsense(liar):
         time.sleep(0.02)
     link.close()
     assert handler.calls >= seen + 2
+
+
+def test_a_link_fails_over_between_grapes_and_skips_a_dead_one(grape_urls):
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    link = Link(f"{dead}, {grape_urls[0]}", timeout=1)
+    assert link.grapes == [dead, grape_urls[0]]
+    assert link.lookup("link:failover") == [] and link.grape == grape_urls[0]
+    link.grape = dead  # one grape, and it is gone: the error says so
+    with pytest.raises(GrapeError) as err:
+        link.lookup("x")
+    assert err.value.name == "ERR_GRAPE_UNREACHABLE"
+    link.close()
+
+
+def test_announcing_backs_off_and_says_so(liar):
+    link, handler = liar
+    handler.reply, handler.calls = "junk", 0
+    link.start_announcing("svc", 1000, interval=60)
+    deadline = time.monotonic() + 10
+    while handler.calls < 3 and time.monotonic() < deadline:  # at 0 s, 1 s and 3 s
+        time.sleep(0.02)
+    state = link.status()
+    assert state["announced"] is False and "ERR_GRAPE_REPLY" in state["last_error"]
+    time.sleep(1.5)  # the next attempt is 4 s after the third (main: one every second)
+    assert handler.calls == 3
+    handler.reply = 1
+    link.close()

@@ -17,7 +17,7 @@ from p2p_offers import bids, offers
 from p2p_offers.fields import new_id
 from p2p_offers.node.http import schemas as models
 from p2p_offers.node.http import views
-from p2p_offers.node.network.peers import owner_service
+from p2p_offers.node.network.peers import rest_owner_service
 from p2p_offers.node.storage.receipts import Role
 from p2p_offers.signing import public_hex
 
@@ -433,7 +433,7 @@ def test_taker_errors_without_reaching_an_owner(env) -> None:
     resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})
     assert resp.status_code == 502 and error_code(resp) == "owner_unreachable"  # not announced
 
-    link.announce(owner_service(public_hex(owner)), 1, "127.0.0.1")  # nobody there
+    link.announce(rest_owner_service(public_hex(owner)), 1, "127.0.0.1")  # nobody there
     resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})
     assert resp.status_code == 502
 

@@ -19,7 +19,7 @@ from p2p_offers import bids, ledger, offers
 from p2p_offers.cluster import free_ports
 from p2p_offers.node import errors
 from p2p_offers.node.config import NodeConfig
-from p2p_offers.node.network.peers import NODE_SERVICE, Peers
+from p2p_offers.node.network.peers import REST_NODE_SERVICE, Peers
 from p2p_offers.node.runtime import Node
 from p2p_offers.node.storage.receipts import Role, StoredFill
 from p2p_offers.node.trading.order import OrderStatus
@@ -78,7 +78,7 @@ class _RacingIdentities(dict):
 def test_peer_refresh_survives_an_address_forgotten_by_a_push_thread() -> None:
     dht = MemoryDht()
     for port in (1, 2, 3):
-        dht.announce(NODE_SERVICE, port)
+        dht.announce(REST_NODE_SERVICE, port)
     peers = Peers(dht, _InstantClient(), "me")  # type: ignore[arg-type]
     peers.invalidate = lambda: None  # type: ignore[method-assign]  # no background refreshes
     assert len(peers._refresh()) == 3  # all three identified
@@ -254,7 +254,7 @@ def test_a_slow_probe_never_holds_up_readers_of_the_peer_list() -> None:
     """Two nodes probing each other's /health (which reads the peer list) must not wait on
     each other: probes run outside the lock."""
     dht = MemoryDht()
-    dht.announce(NODE_SERVICE, 1)
+    dht.announce(REST_NODE_SERVICE, 1)
     probing = threading.Event()
 
     class SlowClient:
@@ -273,3 +273,41 @@ def test_a_slow_probe_never_holds_up_readers_of_the_peer_list() -> None:
     assert time.monotonic() - started < 0.5
     refresh.join()
     peers.close()
+
+
+# -- junk under p2p_offers:node (#11.4) ---------------------------------------------------------
+
+
+def test_addresses_that_do_not_answer_as_nodes_are_probed_once_and_never_hold_up_a_refresh() -> (
+    None
+):
+    """200 junk entries: each probed once, then skipped; probes that hang do not hold up the
+    peer list (main probed every junk address on every refresh, and waited for each)."""
+    dht = MemoryDht()
+    for port in range(1, 201):
+        dht.announce(REST_NODE_SERVICE, port, "10.66.0.1")  # nothing there answers as a node
+    hanging = [f"10.66.0.2:{port}" for port in range(1, 4)]
+    for address in hanging:
+        host, port = address.split(":")
+        dht.announce(REST_NODE_SERVICE, int(port), host)
+    dht.announce(REST_NODE_SERVICE, 7000)
+    release = threading.Event()
+    asked: list[str] = []
+
+    class Client:
+        def identify(self, address: str) -> str | None:
+            asked.append(address)
+            if address in hanging:
+                release.wait(30)  # a black hole: never answers while the refreshes run
+                return None
+            return "ab" * 32 if address == "127.0.0.1:7000" else None
+
+    peers = Peers(dht, Client(), "me", probe_wait_s=0.2)  # type: ignore[arg-type]
+    try:
+        for _ in range(5):
+            assert [p.address for p in peers._refresh()] == ["127.0.0.1:7000"]
+        assert sorted(asked) == sorted(set(asked))  # nobody was asked twice
+        assert len(asked) == 204 and peers.shunned_count() == 200
+    finally:
+        release.set()
+        peers.close()

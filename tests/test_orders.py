@@ -31,7 +31,7 @@ from p2p_offers.node.http import exchange_schemas as exchange_api
 from p2p_offers.node.http import schemas as models
 from p2p_offers.node.ledger.head import parse_head, sign_head
 from p2p_offers.node.network.index import OfferIndex
-from p2p_offers.node.network.peers import owner_service
+from p2p_offers.node.network.peers import rest_owner_service
 from p2p_offers.node.storage.receipts import Role, StoredFill
 from p2p_offers.node.trading.order import Order
 from p2p_offers.node.trading.sweeper import Sweeper
@@ -414,7 +414,7 @@ class FeedServer:
 @pytest.fixture
 def evil(env) -> Iterator[FeedServer]:
     server = FeedServer()
-    env[2].announce(owner_service(public_hex(server.key)), server.port, "127.0.0.1")
+    env[2].announce(rest_owner_service(public_hex(server.key)), server.port, "127.0.0.1")
     yield server
     server.close()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import node_js_available
 
+from devtools import npm as grenache
 from p2p_offers.cluster import free_ports, local_network
-from p2p_offers.grape import grenache
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTION = REPO / "postman" / "p2p-offers.postman_collection.json"

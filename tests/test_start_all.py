@@ -8,16 +8,18 @@ import sys
 
 import pytest
 
-from p2p_offers.cluster import GRAPE_API_BASE
+from p2p_offers.cluster import GRAPE_API_BASE, NODE_BASE
+from p2p_offers.node.config import RPC_PORT_OFFSET
 
 
-def test_start_all_names_a_busy_port_and_starts_nothing(tmp_path):
+@pytest.mark.parametrize("busy", [GRAPE_API_BASE, NODE_BASE + RPC_PORT_OFFSET])
+def test_start_all_names_a_busy_port_and_starts_nothing(tmp_path, busy):
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        holder.bind(("127.0.0.1", GRAPE_API_BASE))
+        holder.bind(("127.0.0.1", busy))
     except OSError:
         holder.close()
-        pytest.skip(f"port {GRAPE_API_BASE} is taken on this machine; cannot stage the test")
+        pytest.skip(f"port {busy} is taken on this machine; cannot stage the test")
     holder.listen()
     try:
         done = subprocess.run(
@@ -29,6 +31,6 @@ def test_start_all_names_a_busy_port_and_starts_nothing(tmp_path):
     finally:
         holder.close()
     assert done.returncode != 0
-    assert f"{GRAPE_API_BASE}/tcp" in done.stderr
+    assert f"{busy}/tcp" in done.stderr
     assert "ready" not in done.stdout
     assert not (tmp_path / "d").exists()  # nothing started, nothing written

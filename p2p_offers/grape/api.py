@@ -10,6 +10,7 @@ produces a 500 or stops the grape.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from p2p_offers import records
 from p2p_offers.grape.config import GrapeConfig
+from p2p_offers.grape.metrics import CONTENT_TYPE
 from p2p_offers.grape.server import GrapeServer, NoPeersError
 from p2p_offers.grape.storage import STORAGE_FULL, peer_address
 from p2p_offers.link import ERROR_NAMES, error_body
@@ -59,8 +61,22 @@ def make_app(server: GrapeServer, config: GrapeConfig) -> web.Application:
 
 
 async def handle(request: web.Request) -> web.Response:
+    """One request, counted by type and outcome (``ok`` or the error name answered)."""
+    kind = request.match_info["kind"]
+    server = request.app[SERVER]
+    if kind == "metrics" and request.method in ("GET", "HEAD"):
+        return web.Response(body=server.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await _answer(request, kind)
+    outcome = "ok" if response.status == 200 else _error_name(response)
+    server.metrics.http(kind if kind in HANDLERS else "other", outcome, loop.time() - started)
+    return response
+
+
+async def _answer(request: web.Request, kind: str) -> web.Response:
     try:
-        handler = HANDLERS.get(request.match_info["kind"])
+        handler = HANDLERS.get(kind)
         if request.method != "POST" or handler is None:
             raise ApiError(404, "ERR_REQ_NOTFOUND", f"{request.method} {request.path}")
         data = await _read_data(request)
@@ -74,6 +90,13 @@ async def handle(request: web.Request) -> web.Response:
     except Exception:  # a bug must not become a crash or a 500 for the client
         log.exception("unexpected error on %s", request.path)
         return _reply(400, error_body("ERR_GRAPE_GENERIC"))
+
+
+def _error_name(response: web.Response) -> str:
+    """The ``ERR_*`` name of an error reply (our own fixed set: a bounded label)."""
+    text = response.text or ""
+    name = text.strip('"').split(":")[0]
+    return name if name.startswith("ERR_") and name.isupper() else "error"
 
 
 def _reply(status: int, value: Any) -> web.Response:
@@ -127,7 +150,7 @@ async def announce(request: web.Request, data: Any) -> int:
         peer = peer_address(host, port)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ApiError(400, "ERR_GRAPE_ANNOUNCE", str(exc)) from None
-    return await request.app[SERVER].announce(key, peer)
+    return await request.app[SERVER].announce(key, peer, request.remote)
 
 
 async def lookup(request: web.Request, data: Any) -> list[str]:

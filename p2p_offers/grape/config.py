@@ -15,6 +15,7 @@ class GrapeConfig:
     max_payload: int = 8192  # --check_maxPayloadSize: largest HTTP body accepted
     rpc_timeout: float = 0.25  # seconds a DHT RPC may take before the contact counts as dead
     ksize: int = 20
+    ids_per_ip: int = 4  # node ids one non-loopback IP address may have in the routing table
     alpha: int = 3
     record_ttl: float = 2 * 3600.0  # seconds a record lives unless its writer puts it again
     republish_interval: float = 3600.0  # holders re-store items nobody stored for this long

@@ -35,7 +35,9 @@ from kademlia.node import Node
 from p2p_offers import records
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.grape.crawling import Call, Crawl
-from p2p_offers.grape.protocol import MAX_PEERS_REPLY, OK, GrapeProtocol, is_id
+from p2p_offers.grape.metrics import GrapeMetrics
+from p2p_offers.grape.protocol import MAX_PEERS_REPLY, OK, GrapeProtocol
+from p2p_offers.grape.routing import is_id
 from p2p_offers.grape.storage import PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import Record, RecordError
 
@@ -64,10 +66,20 @@ class GrapeServer(Server):
         self.peers = PeerTable(ttl=config.announce_ttl_ms / 1000)
         self._closest: dict[bytes, tuple[float, list[Node]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.metrics = GrapeMetrics()
+        self.metrics.watch("records", lambda: len(self.storage))
+        self.metrics.watch("announcements", lambda: len(self.peers))
+        self.metrics.watch("contacts", lambda: len(self.contacts()) if self.protocol else 0)
 
     def _create_protocol(self) -> GrapeProtocol:
         return GrapeProtocol(
-            self.node, self.storage, self.ksize, self.peers, self.config.rpc_timeout
+            self.node,
+            self.storage,
+            self.ksize,
+            self.peers,
+            self.config.rpc_timeout,
+            self.config.ids_per_ip,
+            self.metrics,
         )
 
     def refresh_table(self, interval: int = 3600) -> None:
@@ -129,7 +141,7 @@ class GrapeServer(Server):
         joined = False
         for addr, (ok, node_id) in zip(missing, answers, strict=True):
             if ok and is_id(node_id) and node_id != self.node.id:
-                self.protocol.welcome_if_new(Node(node_id, addr[0], addr[1]))
+                self.protocol.admit_answer(addr, node_id)
                 joined = True
         if not joined:
             return []
@@ -288,16 +300,19 @@ class GrapeServer(Server):
 
     # -- announcements -----------------------------------------------------------------------
 
-    async def announce(self, key: bytes, peer: str) -> int:
-        """Add ``peer`` to the set at ``key`` on the closest nodes; how many stored it."""
+    async def announce(self, key: bytes, peer: str, origin: str | None = None) -> int:
+        """Add ``peer`` to the set at ``key`` on the closest nodes; how many stored it.
+
+        ``origin`` is the announcer's address as we saw it: what each storing node
+        bounds per announcer and uses to tell a host's own entry from a third party's.
+        """
         self._check_connected()
         ttl = self.config.announce_ttl_ms / 1000
         stored = 0
-        if self._seems_close(key):
-            self.peers.add(key, peer, ttl)
+        if self._seems_close(key) and self.peers.add(key, peer, ttl, origin):
             stored += 1
         answers = await self._replicate(
-            key, lambda node: self.protocol.call_announce(node, key, peer, ttl)
+            key, lambda node: self.protocol.call_announce(node, key, peer, ttl, origin)
         )
         stored += sum(1 for a in answers if isinstance(a, dict) and a.get("stored") is True)
         if not stored:
@@ -305,17 +320,24 @@ class GrapeServer(Server):
         return stored
 
     async def lookup(self, key: bytes) -> list[str]:
-        """Every unexpired ``host:port`` announced at ``key``, as the k closest nodes hold them."""
+        """Every unexpired ``host:port`` announced at ``key``, as the k closest nodes hold them:
+        those their hosts announced themselves first, then third-party ones."""
         self._check_connected()
         replies = await self._crawl(key, self.protocol.call_find_peers)
-        found = dict.fromkeys(self.peers.get(key))
+        own: dict[str, None] = {}
+        others: dict[str, None] = {}
+        for peer, is_own in self.peers.ranked(key):
+            (own if is_own else others)[peer] = None
         for _, reply in replies:
             peers = reply.get("peers") if isinstance(reply, dict) else None
-            if isinstance(peers, list):
-                found.update(
-                    dict.fromkeys(p for p in peers[:MAX_PEERS_REPLY] if is_peer_address(p))
-                )
-        return list(found)
+            if not isinstance(peers, list):
+                continue
+            count = reply.get("own")
+            count = count if type(count) is int else 0  # an older grape: all count as third-party
+            for index, peer in enumerate(peers[:MAX_PEERS_REPLY]):
+                if is_peer_address(peer):
+                    (own if index < count else others)[peer] = None
+        return list(own) + [peer for peer in others if peer not in own]
 
 
 def _verified(value: bytes, target: bytes) -> Record | None:

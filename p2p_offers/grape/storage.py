@@ -166,12 +166,26 @@ class RecordStorage(IStorage):
         return entry
 
 
+@dataclass(slots=True)
+class Announcement:
+    expires: float
+    origin: str | None  # the announcer's address as the first grape saw it (None: not known)
+    own: bool  # the announced host is the announcer itself, not a third party
+
+
 class PeerTable:
-    """Service announcements: name key -> {"host:port": expiry}, each entry with its own TTL.
+    """Service announcements: name key -> {"host:port": Announcement}, each with its own TTL.
 
     Like BitTorrent's announce_peer, a store adds one address to a set instead of
     replacing a value, so concurrent announcers never overwrite each other.
-    Bounded in keys and in peers per key: the soonest-expiring entry makes room.
+
+    Bounded in keys, in peers per key and in what one announcer may put into one
+    name: an announcer (the address the first grape saw the request come from)
+    holds at most ``own_per_announcer`` entries for its own host (its ports: nodes
+    of one machine or NAT) and ``third_party_per_announcer`` for other hosts, and
+    its own further entries replace its oldest ones. Entries a host announced for
+    itself come first in lookups and are never evicted by third-party ones: one
+    client announcing 1,100 made-up hosts used to push the genuine entries out.
     """
 
     def __init__(
@@ -180,42 +194,81 @@ class PeerTable:
         max_keys: int = 100_000,
         max_peers: int = 1000,
         clock: Callable[[], float] = time.monotonic,
+        own_per_announcer: int = 64,
+        third_party_per_announcer: int = 16,
     ) -> None:
         self.ttl = ttl
         self.max_keys = max_keys
         self.max_peers = max_peers
+        self.own_per_announcer = own_per_announcer
+        self.third_party_per_announcer = third_party_per_announcer
         self.clock = clock
-        self._peers: dict[bytes, dict[str, float]] = {}
+        self._peers: dict[bytes, dict[str, Announcement]] = {}
 
-    def add(self, key: bytes, peer: str, ttl: float | None = None) -> None:
+    def add(
+        self, key: bytes, peer: str, ttl: float | None = None, origin: str | None = None
+    ) -> bool:
+        """Add (or refresh) ``peer`` at ``key`` as announced by ``origin``; False if refused."""
         now = self.clock()
         life = _life(ttl, self.ttl)
+        own = origin is not None and _host_of(peer) == origin.strip("[]")
         peers = self._peers.get(key)
         if peers is None:
             if len(self._peers) >= self.max_keys:
                 self.cull()
                 if len(self._peers) >= self.max_keys:
-                    self._peers.pop(min(self._peers, key=lambda k: max(self._peers[k].values())))
+                    oldest = min(self._peers, key=lambda k: _latest(self._peers[k]))
+                    self._peers.pop(oldest)
             peers = self._peers[key] = {}
-        elif peer not in peers and len(peers) >= self.max_peers:
-            del peers[min(peers, key=peers.__getitem__)]
-        peers[peer] = max(peers.get(peer, 0.0), now + life)
+        current = peers.get(peer)
+        if current is None:
+            if origin is not None:
+                limit = self.own_per_announcer if own else self.third_party_per_announcer
+                mine = [p for p, a in peers.items() if a.origin == origin and a.own == own]
+                if len(mine) >= limit:  # the announcer's own oldest entry makes room
+                    del peers[min(mine, key=lambda p: peers[p].expires)]
+            if len(peers) >= self.max_peers and not self._evict(peers, own, now):
+                return False
+            peers[peer] = Announcement(now + life, origin, own)
+            return True
+        current.expires = max(current.expires, now + life)
+        if own and not current.own:  # the host itself vouches for an entry a third party made
+            current.origin, current.own = origin, True
+        return True
+
+    def _evict(self, peers: dict[str, Announcement], own: bool, now: float) -> bool:
+        """Make room for one entry: the soonest-expiring third-party one, else (for an own
+        entry only) the soonest-expiring own one."""
+        for candidates in ([p for p, a in peers.items() if not a.own], list(peers) if own else []):
+            if candidates:
+                del peers[min(candidates, key=lambda p: peers[p].expires)]
+                return True
+        return False
 
     def get(self, key: bytes) -> list[str]:
-        now = self.clock()
-        peers = self._peers.get(key, {})
-        return [peer for peer, expires in peers.items() if expires > now]
+        """Live entries, those the hosts announced themselves first."""
+        return [peer for peer, _ in self.ranked(key)]
 
-    def items(self) -> list[tuple[bytes, str, float]]:
-        """(key, peer, seconds left) of every live announcement."""
+    def ranked(self, key: bytes) -> list[tuple[str, bool]]:
+        """(peer, announced by itself) of live entries, own ones first."""
+        now = self.clock()
+        live = [(p, a.own) for p, a in self._peers.get(key, {}).items() if a.expires > now]
+        return [item for item in live if item[1]] + [item for item in live if not item[1]]
+
+    def items(self) -> list[tuple[bytes, str, float, str | None]]:
+        """(key, peer, seconds left, origin) of every live announcement."""
         now = self.clock()
         self.cull()
-        return [(k, p, e - now) for k, peers in self._peers.items() for p, e in peers.items()]
+        return [
+            (k, p, a.expires - now, a.origin)
+            for k, peers in self._peers.items()
+            for p, a in peers.items()
+        ]
 
     def cull(self) -> None:
         now = self.clock()
         for key, peers in list(self._peers.items()):
-            for peer in [p for p, expires in peers.items() if expires <= now]:
+            for peer in [p for p, a in peers.items() if a.expires <= now]:
                 del peers[peer]
             if not peers:
                 del self._peers[key]
@@ -223,6 +276,14 @@ class PeerTable:
     def __len__(self) -> int:
         self.cull()
         return sum(len(p) for p in self._peers.values())
+
+
+def _latest(peers: dict[str, Announcement]) -> float:
+    return max((a.expires for a in peers.values()), default=0.0)
+
+
+def _host_of(peer: str) -> str:
+    return peer.rpartition(":")[0].strip("[]")
 
 
 def _hex(key: object) -> str:

@@ -21,13 +21,14 @@ from nacl.signing import SigningKey
 from p2p_offers.link import GrapeError
 from p2p_offers.node import wiring
 from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
-from p2p_offers.node.network.peers import NODE_SERVICE, Peers, owner_service
+from p2p_offers.node.network.peers import REST_NODE_SERVICE, Peers, rest_owner_service
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.network.sync import Syncer
 from p2p_offers.node.network.transport import PeerTransport
@@ -85,6 +86,7 @@ class Node:
     sweeper: Sweeper
     desk: OrderDesk
     uncrosser: Uncrosser
+    events: EventHub
 
     def __init__(
         self,
@@ -128,6 +130,7 @@ class Node:
             return
         self._stopping.set()
         self._resolve_now.set()
+        self.events.close()
         self.dht.stop_announcing()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -150,10 +153,11 @@ class Node:
         self._threads.append(thread)
 
     def _announce(self) -> None:
-        """Announce once now (so peers syncing right away find us), then periodically."""
+        """Announce the REST port once now (so peers syncing right away find us), then
+        periodically; the Grenache RPC edge announces its own port (``http/rpc.py``)."""
         port, host = self.config.port, self.config.announce_host
         interval = self.config.announce_interval_s
-        for name in (NODE_SERVICE, owner_service(self.client_id)):
+        for name in (REST_NODE_SERVICE, rest_owner_service(self.client_id)):
             try:
                 self.dht.announce(name, port, host)
             except GrapeError as exc:
@@ -242,6 +246,7 @@ class Node:
             "status": "ok",
             "client_id": self.client_id,
             "port": self.config.port,
+            "rpc_port": self.config.grenache_port,  # Grenache RPC (p2p_offers:node)
             "synced": self.synced.is_set(),
             "offers": {**self.index.counts(), "own_open": self.maker.open_count()},
             "peers": self.peers.known_count(),
@@ -258,4 +263,6 @@ class Node:
                 **self.replicator.stats(),
             },
             "http": {"client_failures": sum(self.edge_counts.values()), **self.edge_counts},
+            "dht": {**self.dht.status(), "put_error": self.publisher.put_state()},
+            "events": self.events.stats(),
         }

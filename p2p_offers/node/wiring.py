@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from p2p_offers.link import Link
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.head import LEDGER_SALT
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
@@ -21,7 +22,12 @@ from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import Peers
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.network.sync import Syncer
-from p2p_offers.node.network.transport import HttpTransport, PeerTransport
+from p2p_offers.node.network.transport import (
+    REST_SERVICES,
+    GrenacheTransport,
+    HttpTransport,
+    PeerTransport,
+)
 from p2p_offers.node.offers.maker import OfferService
 from p2p_offers.node.offers.taker import Taker
 from p2p_offers.node.storage.database import Database
@@ -57,10 +63,13 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.ledger_rows = LedgerRows(db)
     # the network: the DHT, other nodes, what they tell us and what we tell them
     node.dht = dht if dht is not None else Link(config.grape)
-    node.peer_client = PeerClient(transport if transport is not None else HttpTransport())
+    if transport is None:  # a peer is reached on its Grenache RPC port, or (rest) on REST
+        transport = HttpTransport() if config.peer_transport == "rest" else GrenacheTransport()
+    node.peer_client = PeerClient(transport)
     node.index = OfferIndex(clock)
     node.intake = Intake(node.index, node.dht, me, clock)
-    node.peers = Peers(node.dht, node.peer_client, me)
+    services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
+    node.peers = Peers(node.dht, node.peer_client, me, services=services)
     node.publisher = Publisher(
         node.dht, node.peers, node.peer_client, node.own_offers.mark_published
     )
@@ -90,6 +99,8 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     # Half the server threads may wait for the worker; the rest stay free for peers.
     node.desk = OrderDesk(node.orders, node.maker, node.sweeper, clock, max(1, config.threads // 2))
     node.uncrosser = Uncrosser(me, node.index, node.maker, node.sweeper, node.desk)
+    # what GET /events tells: each stream holds a server thread, so at most half of them
+    node.events = EventHub(max(0, min(config.events_clients, config.threads // 2)))
     connect(node)
 
 
@@ -111,3 +122,9 @@ def connect(node: Node) -> None:
     # a bid in doubt settled: its order learns the outcome; a new one wakes the resolver
     node.taker.resolved.connect(node.desk.doubt_resolved)
     node.taker.doubted.connect(node.wake_resolver)
+    # the event stream: book changes (under the index lock, in order), our fills, trades
+    node.index.changed.connect(node.events.on_book)
+    node.maker.recording_fills.connect(node.events.on_maker_fills)
+    node.taker.filled.connect(node.events.on_taker_fill)
+    node.ledger.recorded.connect(node.events.on_entries)
+    node.replicator.pulled.connect(node.events.on_entries)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node
 
 EXTENSION = "p2p_offers"  # app.extensions key of the running node
+JSON = "application/json"
 
 Handler = Callable[..., Any]
 
@@ -44,6 +45,7 @@ class Operation:
     auth: bool
     on_invalid: Callable[[Node], None] | None
     accepted: bool  # may answer 202 (work still queued) instead of ``status``
+    media: str  # the success answer's content type (the handler returns a Response if not JSON)
 
 
 class Api:
@@ -65,6 +67,7 @@ class Api:
         auth: bool = False,
         on_invalid: Callable[[Node], None] | None = None,
         accepted: bool = False,
+        media: str = JSON,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             op = Operation(
@@ -80,12 +83,25 @@ class Api:
                 auth,
                 on_invalid,
                 accepted,
+                media,
             )
             self.operations.append(op)
             self.blueprint.add_url_rule(path, handler.__name__, _view(op), methods=[method])
             return handler
 
         return register
+
+
+def invalid_input(exc: ValidationError) -> errors.InvalidInput:
+    """Pydantic's errors as the fields at fault (dotted path) and why."""
+    problems = [
+        (
+            ".".join(str(p) for p in err["loc"]) or "body",
+            err["msg"].removeprefix("Value error, "),
+        )
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    return errors.InvalidInput.fields(problems)
 
 
 def current_node() -> Node:
@@ -110,22 +126,40 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def invoke(
+    op: Operation,
+    node: Node,
+    path_args: dict[str, str],
+    query: Callable[[], dict[str, Any]],
+    body: Callable[[], Any],
+    token: str | None,
+    wanted: str = "bearer token",
+) -> Any:
+    """One operation, whichever edge asked: the token checked, the query and body validated
+    with the declared models, the handler called. The REST view and the Grenache RPC
+    dispatcher (``http/rpc.py``) both come through here, so they cannot disagree.
+
+    ``query`` and ``body`` are read lazily: only the models an operation declares are read.
+    """
+    if op.auth:
+        check_token(node.config.api_token, token, wanted)
+    kwargs: dict[str, Any] = dict(path_args)
+    try:
+        if op.query is not None:
+            kwargs["query"] = op.query.model_validate(query())
+        if op.body is not None:
+            kwargs["body"] = op.body.model_validate(body())
+    except (ValidationError, errors.InvalidJson):
+        if op.on_invalid is not None:
+            op.on_invalid(node)
+        raise
+    return op.handler(node, **kwargs)
+
+
 def _view(op: Operation) -> Callable[..., Any]:
     def view(**path_args: str) -> Any:
         node = current_node()
-        if op.auth:
-            _check_token(node.config.api_token)
-        kwargs: dict[str, Any] = dict(path_args)
-        try:
-            if op.query is not None:
-                kwargs["query"] = op.query.model_validate(request.args.to_dict())
-            if op.body is not None:
-                kwargs["body"] = op.body.model_validate(read_json())
-        except (ValidationError, errors.InvalidJson):
-            if op.on_invalid is not None:
-                op.on_invalid(node)
-            raise
-        result = op.handler(node, **kwargs)
+        result = invoke(op, node, path_args, request.args.to_dict, read_json, _bearer())
         if isinstance(result, Response):
             return result
         return current_app.json.response(result), op.status
@@ -133,10 +167,14 @@ def _view(op: Operation) -> Callable[..., Any]:
     return view
 
 
-def _check_token(token: str | None) -> None:
+def _bearer() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def check_token(token: str | None, given: str | None, wanted: str = "bearer token") -> None:
+    """With an API token set, control operations need it (compared in constant time)."""
     if not token:
         return
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-        raise errors.Unauthorized("a valid bearer token is required")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+        raise errors.Unauthorized(f"a valid {wanted} is required")

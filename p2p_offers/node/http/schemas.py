@@ -364,6 +364,17 @@ class AnnounceResult(BaseModel):
     outcomes: dict[str, int]
 
 
+class DhtHealth(BaseModel):
+    """How this node stands with its grapes (docs/hardening.md)."""
+
+    model_config = ConfigDict(extra="allow")
+    grape: str = Field(description="the grape requests go to first (the one that answered last)")
+    grapes: list[str]
+    announced: bool = Field(description="every name announced, none failed since")
+    last_error: str | None = Field(description="why announcing fails, while it does")
+    put_error: str | None = Field(description="why DHT puts fail, while they do")
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: Literal["ok"]
@@ -372,6 +383,7 @@ class Health(BaseModel):
     offers: dict[str, int]
     peers: int
     announcements: dict[str, dict[str, int]]
+    dht: DhtHealth
 
 
 SignedUsd = Annotated[

@@ -7,24 +7,40 @@ checked for shape here, so no caller parses a peer's JSON itself.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from p2p_offers.bids import Bid
 from p2p_offers.fields import is_public_key
 from p2p_offers.node import errors
-from p2p_offers.node.network.transport import BadReply, PeerTransport, TransportError
+from p2p_offers.node.network.transport import (
+    BadReply,
+    NotDelivered,
+    PeerTransport,
+    TransportError,
+)
 
 
 @dataclass(frozen=True)
 class PeerTimeouts:
-    """Seconds to wait for each kind of call (a bid's owner may be busy settling a batch)."""
+    """Seconds to wait for each kind of call (a bid's owner may be busy settling a batch).
 
-    bid_s: float = 10.0
+    ``bid_total_s`` bounds one burst of attempts at a bid (the taker tries each of
+    the owner's addresses, and the first one twice): every attempt that starts
+    within ``BURST_GAP_S`` of the previous one's end shares that budget, so a bid to an
+    owner that does not answer is decided (in doubt, or unreachable) within it,
+    however many addresses the owner announced. Resends of a bid in doubt come
+    later and start a budget of their own.
+    """
+
+    bid_s: float = 5.0
+    bid_total_s: float = 5.0
     push_s: float = 3.0
     page_s: float = 10.0  # a sync page of up to 1000 records
     ledger_s: float = 5.0
-    identify_s: float = 1.0
+    identify_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +55,18 @@ class OffersPage:
     next: str | None
 
 
+# Attempts at a bid that start within this of the previous one's end are one burst: the
+# taker's tries follow each other at once (after at most a database write, when a bid goes
+# in doubt); the resolver's resends of a bid in doubt soon come further apart.
+BURST_GAP_S = 1.0
+
+
 class PeerClient:
     def __init__(self, transport: PeerTransport, timeouts: PeerTimeouts | None = None) -> None:
         self.transport = transport
         self.timeouts = timeouts or PeerTimeouts()
+        self._bursts: dict[str, tuple[float, float]] = {}  # bid id -> (burst start, last end)
+        self._bursts_lock = threading.Lock()
 
     def identify(self, address: str) -> str | None:
         """The client_id of the node at ``address``, or None if it does not say one."""
@@ -54,8 +78,32 @@ class PeerClient:
         return client_id if is_public_key(client_id) else None
 
     def bid(self, address: str, bid: Bid) -> Any:
-        """Send a signed bid to its owner; the raw reply (a receipt to check) or an error."""
-        return self.transport.call(address, "bid", bid.to_wire(), self.timeouts.bid_s)
+        """Send a signed bid to its owner; the raw reply (a receipt to check) or an error.
+
+        NotDelivered, without sending, once this burst's ``bid_total_s`` is spent.
+        """
+        timeout = self._bid_budget(bid.bid_id)
+        if timeout <= 0.0:
+            raise NotDelivered(f"bid to {address}: its {self.timeouts.bid_total_s} s are spent")
+        try:
+            return self.transport.call(address, "bid", bid.to_wire(), timeout)
+        finally:
+            with self._bursts_lock:
+                start = self._bursts.get(bid.bid_id, (time.monotonic(), 0.0))[0]
+                self._bursts[bid.bid_id] = (start, time.monotonic())
+
+    def _bid_budget(self, bid_id: str) -> float:
+        """Seconds this attempt may take: the per-attempt timeout, or what the burst has left."""
+        now = time.monotonic()
+        with self._bursts_lock:
+            if len(self._bursts) > 10_000:
+                self._bursts = {k: v for k, v in self._bursts.items() if now - v[1] < BURST_GAP_S}
+            held = self._bursts.get(bid_id)
+            start = held[0] if held is not None and now - held[1] < BURST_GAP_S else now
+            if held is None or start == now:
+                self._bursts[bid_id] = (start, now)  # a new burst (its end set once sent)
+        left = start + self.timeouts.bid_total_s - now
+        return min(self.timeouts.bid_s, left) if left > 0.01 else 0.0
 
     def announce(self, address: str, body: bytes) -> Any:
         """Push a batch of announcements (already encoded, shared by every peer)."""

@@ -7,7 +7,7 @@ Node tests run against an in-memory implementation (``tests/fakes.py``).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from p2p_offers.records import Record
 
@@ -26,5 +26,9 @@ class Dht(Protocol):
     def put_record(self, record: Record, cas: int | None = None) -> str: ...
 
     def get_record(self, hash_: str) -> Record | None: ...
+
+    def status(self) -> dict[str, Any]:
+        """``grape`` (in use), ``announced`` (every name), ``last_error``: for ``/health``."""
+        ...
 
     def close(self) -> None: ...

@@ -1,16 +1,28 @@
 """Finding other nodes through the DHT: who is out there, and where an offer's owner listens.
 
-Each node announces two names: ``p2p_offers:node`` (so peers can push
-announcements and sync from it) and ``p2p_offers:owner:<client_id>`` (so a
-taker's node can find the owner of an offer). Lookups are cached for a couple
-of seconds: a hot path (every publication, every bid) must not cost a DHT
-round trip, and a node that appears is still found within the cache lifetime.
+Each node announces its Grenache RPC port as ``p2p_offers:node`` and
+``p2p_offers:owner:<client_id>`` (what users and Grenache programs look up), and
+its REST port, where the peer endpoints (``/peer/*``) are, as
+``p2p_offers:rest:node`` (so peers can push announcements and sync from it) and
+``p2p_offers:rest:owner:<client_id>`` (so a taker's node can find the owner of
+an offer). Peers look up the names of the transport their client speaks:
+``GrenacheTransport`` (the default) dials RPC ports, ``HttpTransport`` REST ones.
+Lookups are cached for a couple of seconds: a hot path (every publication, every
+bid) must not cost a DHT round trip, and a node that appears is still found within
+the cache lifetime.
 
 A lookup returns addresses, not identities; each new address is asked once for
 its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
 out of its own peer list whatever address the grape saw it under. What is
 known of each address is read and written under ``_lock`` only: pushes forget
 addresses from their threads while a refresh probes and reads them.
+
+Anybody can announce anything under ``p2p_offers:node``. An address that does
+not answer as a p2p-offers node (no answer, or no valid ``client_id``) is not
+asked again for a while (``SHUN_S``, doubling per failure up to ``SHUN_MAX_S``),
+and a refresh waits for its probes at most ``PROBE_WAIT_S``: the probes
+still running finish in the background and count from the next refresh on.
+So 200 junk entries cost one round of probes, not a delay on every refresh.
 """
 
 from __future__ import annotations
@@ -18,20 +30,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from p2p_offers.link import GrapeError
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.transport import REST_SERVICES, RPC_SERVICES
 
 log = logging.getLogger(__name__)
 
-NODE_SERVICE = "p2p_offers:node"
+NODE_SERVICE = RPC_SERVICES[0]  # "p2p_offers:node": Grenache RPC
+REST_NODE_SERVICE = REST_SERVICES[0]  # "p2p_offers:rest:node": the REST port
+SHUN_S = 5.0  # an address that did not answer as a node is not probed again for this long
+SHUN_MAX_S = 600.0  # ... doubling with each further failure, up to this
+PROBE_WAIT_S = 1.0  # a refresh waits this long for its probes; slower ones finish later
 
 
 def owner_service(client_id: str) -> str:
-    return f"p2p_offers:owner:{client_id}"
+    return RPC_SERVICES[1] + client_id
+
+
+def rest_owner_service(client_id: str) -> str:
+    return REST_SERVICES[1] + client_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +63,27 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, dht: Dht, client: PeerClient, my_id: str, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        dht: Dht,
+        client: PeerClient,
+        my_id: str,
+        ttl_s: float = 2.0,
+        probe_wait_s: float = PROBE_WAIT_S,
+        services: tuple[str, str] = REST_SERVICES,
+    ) -> None:
         self.dht = dht
+        self.probe_wait_s = probe_wait_s  # how long a refresh waits for its probes
+        self.node_service, self.owner_prefix = services  # what the client's transport dials
         self.client = client
         self.my_id = my_id
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._identities: dict[str, str] = {}  # address -> client_id
+        self._shunned: dict[str, tuple[float, int]] = {}  # address -> (probe again at, failures)
+        self._probing: set[str] = set()
+        self._lookup_failing = False
         self._nodes: list[Peer] | None = None
         self._nodes_at = 0.0
         self._owners: dict[str, tuple[float, list[str]]] = {}
@@ -92,25 +127,61 @@ class Peers:
 
     def _refresh(self) -> list[Peer]:
         try:
-            addresses = self.dht.lookup(NODE_SERVICE)
+            addresses = self.dht.lookup(self.node_service)
         except GrapeError as exc:
-            log.warning("lookup %s failed: %s", NODE_SERVICE, exc)
+            with self._lock:
+                first, self._lookup_failing = not self._lookup_failing, True
+            if first:  # once per change, not once a second while the DHT is away
+                log.warning(
+                    "lookup %s failing (keeping the last peer list): %s", self.node_service, exc
+                )
             with self._lock:
                 return self._nodes or []
         with self._lock:
-            unknown = [a for a in dict.fromkeys(addresses) if a not in self._identities]
-        # probed before taking the lock (map is lazy): nobody waits for a slow probe
-        probed = list(
-            zip(unknown, self._probe_pool.map(self.client.identify, unknown), strict=True)
-        )
+            recovered, self._lookup_failing = self._lookup_failing, False
+        if recovered:
+            log.info("lookup %s works again", NODE_SERVICE)
+        now = time.monotonic()
         with self._lock:
-            for address, client_id in probed:
-                if client_id is not None:
-                    self._identities[address] = client_id
+            unknown = [
+                a
+                for a in dict.fromkeys(addresses)
+                if a not in self._identities
+                and a not in self._probing
+                and self._shunned.get(a, (0.0, 0))[0] <= now
+            ]
+            self._probing.update(unknown)
+        # probed outside the lock: nobody waits for a slow probe, and we wait for one round only
+        try:
+            probes = [self._probe_pool.submit(self._probe, a) for a in unknown]
+        except RuntimeError:  # closing
+            probes = []
+        futures.wait(probes, timeout=self.probe_wait_s)
+        with self._lock:
             known = {a: self._identities.get(a) for a in dict.fromkeys(addresses)}
             peers = [Peer(a, c) for a, c in known.items() if c is not None and c != self.my_id]
             self._nodes, self._nodes_at = peers, time.monotonic()
         return peers
+
+    def _probe(self, address: str) -> None:
+        client_id = self.client.identify(address)
+        with self._lock:
+            self._probing.discard(address)
+            if client_id is not None:
+                self._identities[address] = client_id
+                self._shunned.pop(address, None)
+                return
+            failures = self._shunned.get(address, (0.0, 0))[1] + 1
+            now = time.monotonic()
+            if len(self._shunned) > 10_000:
+                self._shunned = {a: v for a, v in self._shunned.items() if v[0] > now}
+            self._shunned[address] = (now + min(SHUN_S * 2 ** (failures - 1), SHUN_MAX_S), failures)
+
+    def shunned_count(self) -> int:
+        """Listed addresses not probed for now, as they did not answer as nodes."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for until, _ in self._shunned.values() if until > now)
 
     def known_count(self) -> int:
         """Peers as of the last lookup, without looking up (safe to call from /health)."""
@@ -138,7 +209,7 @@ class Peers:
             cached = self._owners.get(client_id)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        addresses = self.dht.lookup(owner_service(client_id))
+        addresses = self.dht.lookup(self.owner_prefix + client_id)
         with self._lock:
             self._owners[client_id] = (now, addresses)
             if len(self._owners) > 10_000:  # owners come and go: keep the fresh ones

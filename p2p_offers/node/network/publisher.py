@@ -15,7 +15,10 @@ waiting are skipped):
   every propagation. The DHT is for readers that were not told.
 
 Anything a peer misses (it was down, the push failed) is repaired by the
-peer's anti-entropy sync; anything the DHT misses is retried until it lands.
+peer's anti-entropy sync; anything the DHT misses is retried until it lands,
+after a pause that doubles with every round that failed (0.5 s up to 30 s) and
+goes back to 0.5 s after a round that did not. Failing puts are logged when
+they start failing and when they land again, not once per attempt.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW, Record, RecordError
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 60 * 1024  # under the receivers' 64 KiB body limit
-RETRY_DELAY_S = 0.5
+RETRY_DELAY_S = 0.5  # the pause after a round of puts that failed, doubling ...
+RETRY_DELAY_MAX_S = 30.0  # ... up to this
 PUSH_FIRST_S = 0.02
 
 
@@ -84,6 +88,8 @@ class Publisher:
         self._put_pool = ThreadPoolExecutor(put_workers, thread_name_prefix="dht-put")
         self._push_pool = ThreadPoolExecutor(push_workers, thread_name_prefix="peer-push")
         self._threads: list[threading.Thread] = []
+        self._failing: str | None = None  # why puts fail, while they do
+        self._last_error: str | None = None  # the last put error of this round
         self.stats = {
             "put": 0,
             "put_failed": 0,
@@ -150,6 +156,7 @@ class Publisher:
     # -- the DHT -------------------------------------------------------------------------
 
     def _put_loop(self) -> None:
+        delay = RETRY_DELAY_S
         while True:
             batch = self._take(self._to_put)
             if not batch:
@@ -181,8 +188,30 @@ class Publisher:
                     if signed.id not in self._to_put:
                         self._to_put[signed.id] = signed
                 self._cond.notify_all()
-            if retry:
-                time.sleep(RETRY_DELAY_S)
+            self._note_round(failed=bool(retry))
+            if not retry:
+                delay = RETRY_DELAY_S
+                continue
+            with self._cond:  # stop() ends the pause; new publications do not
+                self._cond.wait_for(lambda: self._stopping, timeout=delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX_S)
+
+    def _note_round(self, failed: bool) -> None:
+        """Log when puts start failing and when they work again: once per change."""
+        with self._cond:
+            changed = failed != (self._failing is not None)
+            reason = self._last_error or "refused"
+            self._failing = reason if failed else None
+            self._last_error = None
+        if changed and failed:
+            log.warning("DHT puts failing, retrying with back-off: %s", reason)
+        elif changed:
+            log.info("DHT puts work again")
+
+    def put_state(self) -> str | None:
+        """Why DHT puts fail, while they do (None when the last round worked)."""
+        with self._cond:
+            return self._failing
 
     def _put(self, signed: Publishable) -> bool:
         """Put one record; True once the DHT holds this version (or a newer one).
@@ -208,7 +237,9 @@ class Publisher:
                     cas = None
                     continue
                 if exc.code != SEQ_TOO_LOW:  # too low: the DHT has this version or newer
-                    log.warning("put %s seq %d failed: %s", signed.id, signed.seq, exc)
+                    log.debug("put %s seq %d failed: %s", signed.id, signed.seq, exc)
+                    with self._cond:
+                        self._last_error = str(exc)
                     self._count("put_failed")
                     return False
             return self._put_done(signed)

@@ -10,9 +10,10 @@ returns the decoded reply, or raises:
 * ``BadReply``: an answer that is not the protocol's;
 * a ``DomainError`` (``errors.from_wire``): the node answered with an error.
 
-``HttpTransport`` speaks today's ``/peer/*`` endpoints; the Grenache RPC
-transport (next) sends the same actions as ``{"action", "args"}`` and decodes
-``err`` the same way, so nothing above this module changes.
+``HttpTransport`` speaks the REST ``/peer/*`` endpoints; ``GrenacheTransport``
+sends the same actions to a node's Grenache RPC port as ``{"action", "args"}``
+(``RPC_ACTIONS``) and decodes ``err`` into the same classes, so nothing above this
+module changes. Each finds peers under its own names (``services``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from p2p_offers import grenache
+from p2p_offers.grenache.client import call as grenache_call
 from p2p_offers.node import errors
 
 
@@ -47,6 +50,14 @@ class PeerTransport(Protocol):
     def call(self, address: str, action: str, payload: Any, timeout_s: float) -> Any: ...
 
     def close(self) -> None: ...
+
+
+# The names each transport's peers are announced under: (every node, owner prefix).
+REST_SERVICES = ("p2p_offers:rest:node", "p2p_offers:rest:owner:")
+RPC_SERVICES = ("p2p_offers:node", "p2p_offers:owner:")
+# The key a peer's RPC port answers node-to-node actions under (not announced: peers are
+# found under RPC_SERVICES, then addressed under this key, served by a pool of its own).
+PEER_SERVICE = "p2p_offers:peer"
 
 
 # action -> (method, path); a path's {placeholders} come out of the payload, the rest of a
@@ -94,13 +105,22 @@ def make_session(pool: int = 64) -> requests.Session:
     return session
 
 
+CONNECT_S = 2.0  # at most this (and half the call's time) for a connection
+
+
 class HttpTransport:
+    services = REST_SERVICES
+
     def __init__(self, session: requests.Session | None = None) -> None:
         self.session = session or make_session()
 
     def call(self, address: str, action: str, payload: Any, timeout_s: float) -> Any:
+        """``timeout_s`` is the whole call's time: connecting (half of it at most, and at most
+        ``CONNECT_S``), then waiting for the reply (the rest)."""
         method, path, query, body = route(action, payload)
-        kwargs: dict[str, Any] = {"params": query, "timeout": timeout_s}
+        connect = min(CONNECT_S, timeout_s / 2)
+        timeout = (connect, timeout_s - connect)
+        kwargs: dict[str, Any] = {"params": query, "timeout": timeout}
         if body is not None:
             kwargs["data"] = body if isinstance(body, bytes) else _json_bytes(body)
             kwargs["headers"] = {"Content-Type": "application/json"}
@@ -132,3 +152,57 @@ def _surely_not_delivered(exc: requests.RequestException) -> bool:
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
         return isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
     return False
+
+
+# PeerTransport action -> the node's Grenache RPC action (``http/rpc.py``)
+RPC_ACTIONS = {
+    "identify": "health",
+    "announce": "peerAnnounce",
+    "bid": "peerBid",
+    "offers": "peerOffers",
+    "feeds": "peerFeeds",
+    "feed": "peerFeed",
+}
+
+
+class GrenacheTransport:
+    """Peer calls as Grenache RPC requests under ``p2p_offers:peer`` to the peer's RPC port.
+
+    One pool of keep-alive connections per peer (``grenache.HttpTransport``); an
+    announcement batch already encoded is framed without decoding it again.
+    """
+
+    services = RPC_SERVICES
+
+    def __init__(self, transport: grenache.BaseTransport | None = None) -> None:
+        self.transport = transport or grenache.HttpTransport(pool_per_host=32)
+
+    def call(self, address: str, action: str, payload: Any, timeout_s: float) -> Any:
+        name = RPC_ACTIONS[action]
+        if isinstance(payload, bytes):
+            body: Any = b'{"action":"' + name.encode() + b'","args":[' + payload + b"]}"
+        else:
+            body = {"action": name, "args": [] if payload is None else [payload]}
+        try:
+            return grenache_call(self.transport, address, PEER_SERVICE, body, timeout_s)
+        except grenache.NotDelivered as exc:
+            raise NotDelivered(f"{action} to {address}: {exc}") from None
+        except grenache.MaybeDelivered as exc:
+            raise MaybeDelivered(f"{action} to {address}: {exc}") from None
+        except grenache.BadReply as exc:
+            raise BadReply(f"{action} to {address}: {exc}") from None
+        except grenache.RemoteError as exc:
+            raise _remote(action, address, exc) from None
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def _remote(action: str, address: str, exc: grenache.RemoteError) -> Exception:
+    """The peer's error as the domain class it names (its REST error object rides along)."""
+    error = exc.data.get("error") if isinstance(exc.data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return errors.from_wire(error["code"], error.get("message"), error.get("details"))
+    if exc.code.startswith("ERR_"):  # a frame-level error: ERR_NOT_FOUND, ERR_INTERNAL, ...
+        return errors.from_wire(exc.code.removeprefix("ERR_").lower(), exc.detail, None)
+    return BadReply(f"{action} to {address}: {exc.err}")

@@ -1,9 +1,10 @@
-"""Grenache's own Node.js packages, installed on demand, to check our grape against the real thing.
+"""Grenache's own Node.js packages, installed on demand, to check our code against the real thing.
 
-Used by the compatibility test (their client against our grape), the grape
-benchmark (the same client against their stock grape) and the Postman test
-(newman). Packages go to a cache folder outside the repository and are reused;
-nothing here runs without ``node`` and ``npm`` on the machine.
+A development tool, not part of the installed package: used by the compatibility
+tests (their Link against our grapes, their PeerRPC against our PeerRPC and
+nodes), the grape benchmark (the same client against their stock grape) and the
+Postman test (newman). Packages go to a cache folder outside the repository and
+are reused; nothing here runs without ``node`` and ``npm`` on the machine.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from pathlib import Path
 CACHE = Path(os.environ.get("P2P_OFFERS_NPM_CACHE", Path.home() / ".cache/p2p-offers/npm"))
 LINK = "grenache-nodejs-link@1.0.2"
 GRAPE = "grenache-grape@1.0.0"
+# 0.7.x is the wire SPEC §8 names (the one Bitfinex services speak); 1.x only changed its deps.
+HTTP = "grenache-nodejs-http@0.7.13"
 NEWMAN = "newman@6"
 
 
 def node_available() -> bool:
     return shutil.which("node") is not None and shutil.which("npm") is not None
+
+
+def node_env() -> dict[str, str]:
+    """The environment for ``node script.js`` to ``require`` the installed packages."""
+    return dict(os.environ, NODE_PATH=str(CACHE / "node_modules"))
 
 
 def install(spec: str, cache: Path = CACHE) -> Path:
