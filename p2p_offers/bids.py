@@ -22,6 +22,15 @@ from p2p_offers.fields import DocError
 from p2p_offers.signing import public_hex, sign_doc, verify_doc
 
 MAX_SEQ = 2**63 - 1
+# An owner fills a bid only while its ``ts`` is within this of the owner's clock, either way:
+# a bid cannot be held back and replayed later (nor dated ahead), and what an owner must
+# remember of the bids it refused is bounded in time (``node/storage/refusals``).
+BID_WINDOW_MS = 60_000
+
+
+def in_window(ts: int, now_ms: int) -> bool:
+    """``ts`` (a bid's) is close enough to ``now_ms`` to be filled."""
+    return abs(ts - now_ms) <= BID_WINDOW_MS
 
 
 class _SignedDoc:

@@ -1,12 +1,15 @@
-"""``p2p-offers``: grape, node and start-all. All flags live here, so one file shows the CLI."""
+"""p2p-offers: run a grape, a node or a local network; trade through a node (client/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from p2p_offers.client.cli import add_commands as add_client_commands
+from p2p_offers.client.cli import run as run_client_command
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.logs import FORMATS
 from p2p_offers.logs import configure as configure_logs
@@ -30,20 +33,17 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
+def _at_least(kind: type[int] | type[float], low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
 
-
-def _rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = 0.0
-    if not 0 < rate < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a rate above 0, got {text!r}")
-    return rate
+    return parse
 
 
 def _log_format(sub: argparse.ArgumentParser) -> None:
@@ -94,16 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
+    events = node.add_argument
+    events("--events-clients", type=_at_least(int, 0), default=4, help="GET /events at once")
+    events("--events-keepalive", type=_at_least(float, 0.01), default=15.0, help="s, keepalives")
+    events("--events-max-unsent", type=_at_least(int, 0), default=256 * 1024, help="bytes: slow")
     _log_format(node)
     node.add_argument(
-        "--max-offers-per-owner", type=_positive, default=1000,
+        "--max-offers-per-owner", type=_at_least(int, 1), default=1000,
         help="open offers kept per foreign owner; more are refused (owner_full)",
     )  # fmt: skip
     node.add_argument(
-        "--peer-push-rate", type=_rate, default=2000.0, help="records/s per peer address"
-    )
+        "--peer-push-rate", type=_at_least(float, 0.001), default=2000.0,
+        help="records/s per peer address",
+    )  # fmt: skip
     node.add_argument(
-        "--peer-push-burst", type=_positive, default=20_000,
+        "--peer-push-burst", type=_at_least(int, 1), default=20_000,
         help="records a quiet peer address may push at once",
     )  # fmt: skip
 
@@ -118,12 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     bed.add_argument("--jitter-ms", type=float, default=0.0, help="round trip within rtt ± this")
     bed.add_argument("--loss-pct", type=float, default=0.0, help="per packet, per direction")
     bed.add_argument("--data-dir", type=Path, default=Path("testbed-data"))
+
+    add_client_commands(sub)  # book, offers, offer, bid, order, trades, account, watch
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "client_run"):
+        return run_client_command(args)
     configure_logs(args.log_level, getattr(args, "log_format", "text"))
     if args.command == "grape":
         from p2p_offers.grape.server import run
@@ -156,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             offer_ttl_s=args.offer_ttl,
             announce_interval_s=args.announce_interval,
             sync_interval_s=args.sync_interval,
+            events_clients=args.events_clients,
+            events_keepalive_s=args.events_keepalive,
+            events_max_unsent=args.events_max_unsent,
             max_offers_per_owner=args.max_offers_per_owner,
             push_rate=args.peer_push_rate,
             push_burst=args.peer_push_burst,

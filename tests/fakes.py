@@ -136,7 +136,7 @@ class PlannedSweeper:
 
     def take(
         self, side: str, limit: int, amount: int, eligible: Any = None, on_fill: Any = None,
-        on_doubt: Any = None,
+        on_doubt: Any = None, for_offer: Any = None,
     ) -> tuple[list[Any], int]:  # fmt: skip
         self.during(on_fill)
         return [], amount

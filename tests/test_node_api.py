@@ -354,7 +354,7 @@ def test_owner_rejections(env) -> None:
     assert too_much.json["error"]["details"]["available_btc"] == "0.00001000"  # API units
 
     wrong_price = post(peer_bid(node, offer, 1, price=2_900_000))
-    assert wrong_price.status_code == 409 and error_code(wrong_price) == "stale_offer"
+    assert wrong_price.status_code == 409 and error_code(wrong_price) == "price_changed"
     future_seq = post(peer_bid(node, offer, 1, offer_seq=5))
     assert future_seq.status_code == 409 and error_code(future_seq) == "stale_offer"
 
@@ -384,7 +384,7 @@ def test_owner_rejections(env) -> None:
     assert closed.json["error"]["details"] == {"offer_id": live}
     client.patch(f"/offers/{live}", json={"price_usd": "31000"})
     stale = post(peer_bid(node, offer, 1))
-    assert stale.status_code == 409 and error_code(stale) == "stale_offer"
+    assert stale.status_code == 409 and error_code(stale) == "price_changed"
 
     clock.now += 10**9
     expired = post(peer_bid(node, offer, 1, price=3_100_000, offer_seq=1))

@@ -67,8 +67,11 @@ def test_actions_answer_exactly_what_rest_does(net):
     updated = call(net, a, "updateOffer", id=created["id"], price_usd="31500.00")
     assert updated["price_usd"] == "31500.00"
     wait_until(
-        lambda: any(o["id"] == updated["id"] for o in call(net, b, "listOffers")["offers"]),
-        what="the offer to reach b",
+        lambda: any(
+            (o["id"], o["seq"]) == (updated["id"], updated["seq"])
+            for o in call(net, b, "listOffers")["offers"]
+        ),
+        what="the repriced offer to reach b",  # b bids on the version it holds
     )
     receipt = call(net, b, "placeBid", offer_id=updated["id"], amount_btc="0.2")
     assert (receipt["amount_btc"], receipt["price_usd"]) == ("0.20000000", "31500.00")

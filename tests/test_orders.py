@@ -131,8 +131,9 @@ def test_order_never_trades_with_own_offers_and_moves_past_an_unreachable_owner(
     foreign = foreign_offer(stranger, clock.now)  # sells 1 BTC at 30000
     client.post("/peer/announce", json=announcement(foreign))
 
-    placed = order(client, price_usd="31000", amount_btc="0.4")
-    assert placed["status"] == "resting" and placed["fills"] == []
+    # IOC: a GTC rest at 31000 would cross our own ask (#10.2: refused self_cross)
+    placed = order(client, price_usd="31000", amount_btc="0.4", tif="ioc")
+    assert placed["status"] == "cancelled" and placed["fills"] == []
     assert node.sweeper.stats() == {"failed_owner_unreachable": 1}
     assert client.get(f"/offers/{own['id']}").json["status"] == "open"  # untouched
     assert node.receipts.all() == []
@@ -193,7 +194,7 @@ class ScriptedTaker:
         self.index = index
         self.calls: list[tuple[str, int]] = []
 
-    def bid(self, offer_id: str, amount: int) -> bids.Receipt:
+    def bid(self, offer_id: str, amount: int, for_offer: str | None = None) -> bids.Receipt:
         self.calls.append((offer_id, amount))
         queue = self.script.get(offer_id, [])
         if queue:

@@ -62,8 +62,10 @@ def cancel_all(net: Net, procs: list[Proc]) -> None:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def place(net: Net, proc: Proc, side: str, price: str, amount: str, tif: str = "gtc") -> dict:
-    body = {"side": side, "price_usd": price, "amount_btc": amount, "tif": tif}
+def place(
+    net: Net, proc: Proc, side: str, price: str, amount: str, tif: str = "gtc", **extra: Any
+) -> dict:
+    body = {"side": side, "price_usd": price, "amount_btc": amount, "tif": tif, **extra}
     resp = net.call(proc, "POST", "/orders", body)
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -78,14 +80,15 @@ def seen_by_all(net: Net, offer_ids: list[str]) -> bool:
 
 
 def crossed_pairs(offers: list[dict]) -> list[tuple[str, str]]:
-    """Open (buy, sell) pairs of different owners where the buy pays at least the ask."""
+    """Open (buy, sell) pairs where the buy pays at least the ask: of different owners, which
+    uncrossing resolves, or of one owner, which must never happen (#10.2: self_cross)."""
     buys = [o for o in offers if o["side"] == "buy"]
     sells = [o for o in offers if o["side"] == "sell"]
     return [
         (b["id"], s["id"])
         for b in buys
         for s in sells
-        if b["owner"] != s["owner"] and parse_usd(b["price_usd"]) >= parse_usd(s["price_usd"])
+        if parse_usd(b["price_usd"]) >= parse_usd(s["price_usd"])
     ]
 
 
@@ -190,13 +193,29 @@ def test_an_order_never_trades_with_its_own_nodes_offers(net: Net) -> None:
     own = post_offer(net, a, "sell", "200.00", "0.1")
     theirs = post_offer(net, b, "sell", "201.00", "0.1")
     wait_until(lambda: seen_by_all(net, [own["id"], theirs["id"]]), 5, "the asks")
-    order = place(net, a, "buy", "202", "0.15")
+    # a GTC buy at 202 could rest above a's own ask: refused before it trades (#10.2)
+    refused = net.call(a, "POST", "/orders", {"side": "buy", "price_usd": "202", "amount_btc": "1"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "self_cross"
+    assert refused.json()["error"]["details"] == {"offers": [own["id"]]}
+    assert net.offer(b, theirs["id"])["status"] == "open"  # nothing traded
+    # an own buy above the own ask cannot be posted either, nor can an own ask be repriced so
+    cross = net.call(a, "POST", "/offers", {"side": "buy", "price_usd": "200", "amount_btc": "1"})
+    assert cross.status_code == 409 and cross.json()["error"]["details"] == {"offers": [own["id"]]}
+    low_bid = net.create(a, side="buy", price="150.00", amount="0.1")
+    moved = net.call(a, "PATCH", f"/offers/{own['id']}", {"price_usd": "149"})
+    assert moved.status_code == 409 and moved.json()["error"]["code"] == "self_cross"
+    assert moved.json()["error"]["details"] == {"offers": [low_bid["id"]]}
+    net.call(a, "DELETE", f"/offers/{low_bid['id']}")
+
+    # with "stp": "cancel_resting" the own ask is cancelled, and the order trades and rests
+    order = place(net, a, "buy", "202", "0.15", stp="cancel_resting")
     assert [(f["offer_id"], f["amount_btc"]) for f in order["fills"]] == [
         (theirs["id"], "0.10000000")
     ]
     assert order["status"] == "partial" and order["offer"]["amount_btc"] == "0.05000000"
-    assert net.offer(a, own["id"])["status"] == "open"  # skipped, not taken, not a wall
-    settle(net)  # own buy above own ask is allowed; nothing crosses another owner
+    assert net.offer(a, own["id"])["status"] == "cancelled"  # skipped, never taken, cancelled
+    settle(net)  # and no node shows a crossed book, of one owner or of two
 
 
 def at_once(*calls: Callable[[], Any]) -> list[Any]:
@@ -271,6 +290,8 @@ def random_orders(rng: random.Random, count: int, centre: int) -> list[dict]:
             "price_usd": format_usd(100 * (centre + rng.randint(-5, 5))),
             "amount_btc": format_btc(rng.randint(1, 50) * 100_000),
             "tif": "ioc" if rng.random() < 0.2 else "gtc",
+            # a GTC rest may cross the node's own resting offers: cancel those (#10.2)
+            "stp": "cancel_resting",
         }
         for _ in range(count)
     ]

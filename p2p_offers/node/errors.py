@@ -157,6 +157,20 @@ class OfferExpired(Refusal):
     code = "offer_expired"
 
 
+class BidExpired(Refusal):
+    """The bid's ``ts`` is outside the owner's window (``bids.BID_WINDOW_MS``)."""
+
+    code = "bid_expired"
+
+    @classmethod
+    def of(cls, bid: Bid, now_ms: int, window_ms: int) -> BidExpired:
+        return cls(
+            f"the bid is dated {bid.ts} ms, {abs(bid.ts - now_ms) / 1000:.0f} s from the owner's "
+            f"clock; a bid is filled only within {window_ms // 1000} s of its ts",
+            {"bid_id": bid.bid_id, "ts": bid.ts, "owner_ts": now_ms, "window_s": window_ms // 1000},
+        )
+
+
 class StaleOffer(Refusal):
     code = "stale_offer"
 
@@ -164,6 +178,19 @@ class StaleOffer(Refusal):
     def terms(cls, offer_id: str, seq: int, price: int) -> StaleOffer:
         return cls(
             "the offer's terms changed since the version bid on",
+            {"offer_id": offer_id, "seq": seq, "price_usd": format_usd(price)},
+        )
+
+
+class PriceChanged(StaleOffer):
+    """The bid's price is not the offer's now: it was repriced since the taker saw it."""
+
+    code = "price_changed"
+
+    @classmethod
+    def terms(cls, offer_id: str, seq: int, price: int) -> PriceChanged:
+        return cls(
+            f"the offer's price is {format_usd(price)} now, not the price bid",
             {"offer_id": offer_id, "seq": seq, "price_usd": format_usd(price)},
         )
 
@@ -187,6 +214,20 @@ class InsufficientAmount(Refusal):
 
 class DuplicateBid(Refusal):
     code = "duplicate_bid"
+
+
+class SelfCross(Refusal):
+    """An offer of ours would cross our own resting offers (``details.offers`` names them)."""
+
+    code = "self_cross"
+
+    @classmethod
+    def of(cls, side: str, price: int, offer_ids: list[str]) -> SelfCross:
+        return cls(
+            f"a {side} at {format_usd(price)} would cross this node's own resting offers "
+            f'{", ".join(offer_ids)}; send "stp": "cancel_resting" to cancel them first',
+            {"offers": offer_ids},
+        )
 
 
 class OwnOffer(Refusal):
@@ -238,6 +279,12 @@ class RemoteError(PeerFailure):
 
 class DhtUnavailable(DomainError):
     code = "dht_unavailable"
+
+
+class TooManyClients(DomainError):
+    """Every event stream slot (``GET /events``) is taken: each holds a server thread."""
+
+    code = "too_many_clients"
 
 
 class Internal(DomainError):

@@ -248,7 +248,8 @@ class NodeCollector(Collector):
         )  # fmt: skip
 
     def _events(self) -> Iterator[Metric]:
-        """Everything else the node counts (orders, uncrossing, the ledger, the HTTP edge)."""
+        """Everything else the node counts (orders, uncrossing, the ledger, the HTTP edge,
+        the live events of ``GET /events``)."""
         node = self.node
         orders = node.desk.stats()
         yield gauges(
@@ -264,6 +265,17 @@ class NodeCollector(Collector):
         yield counters(
             "node_events", "Other events the node counts (as in /health), by part",
             ("part", "event"), events,
+        )  # fmt: skip
+        stream = node.events.stats()  # GET /events: published by type, streams' fates
+        yield gauges(
+            "node_event_streams", "GET /events streams open now, and the most allowed",
+            ("what",), {("clients",): stream.pop("clients"), ("max",): stream.pop("max_clients")},
+        )  # fmt: skip
+        stream.pop("last_id", None)
+        yield counters(
+            "node_events_published", "Events published on GET /events, by type (and streams'"
+            " connected, refused, reset, dropped_*)", ("type",),
+            {(k,): v for k, v in stream.items()},
         )  # fmt: skip
         feeds = node.ledger.states()
         yield gauges(

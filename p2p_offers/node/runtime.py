@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 from p2p_offers.link import GrapeError
 from p2p_offers.node import wiring
 from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.metrics import NodeMetrics
@@ -40,6 +41,7 @@ from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.own_offers import OwnOffers
 from p2p_offers.node.storage.receipts import Receipts
+from p2p_offers.node.storage.refusals import Refusals
 from p2p_offers.node.storage.seen import Seen
 from p2p_offers.node.trading.desk import OrderDesk
 from p2p_offers.node.trading.sweeper import Sweeper
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 0.25
 SEEN_FLUSH_INTERVAL_S = 2.0
+NEW_PEER_CHECK_S = 0.5  # between full syncs, how often peers never pulled from are looked for
 
 
 def now_ms() -> int:
@@ -63,6 +66,7 @@ class Node:
     db: Database
     own_offers: OwnOffers
     receipts: Receipts
+    refusals: Refusals
     seen: Seen
     in_doubt: BidsInDoubt
     orders: Orders
@@ -83,6 +87,7 @@ class Node:
     sweeper: Sweeper
     desk: OrderDesk
     uncrosser: Uncrosser
+    events: EventHub
     metrics: NodeMetrics
 
     def __init__(
@@ -127,6 +132,7 @@ class Node:
             return
         self._stopping.set()
         self._resolve_now.set()
+        self.events.close()
         self.dht.stop_announcing()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -182,13 +188,22 @@ class Node:
             self.seen.save(foreign, self.clock())
 
     def _sync_loop(self) -> None:
+        """A full pull every interval; in between, from peers that came up since (``sync_new``)."""
         while True:
             try:
                 self.syncer.sync_once()
             except Exception:
                 log.exception("sync failed")
             self.synced.set()
-            if self._stopping.wait(self.config.sync_interval_s):
+            deadline = time.monotonic() + self.config.sync_interval_s
+            while (left := deadline - time.monotonic()) > 0:
+                if self._stopping.wait(min(left, NEW_PEER_CHECK_S)):
+                    return
+                try:
+                    self.syncer.sync_new()
+                except Exception:
+                    log.exception("sync from new peers failed")
+            if self._stopping.is_set():
                 return
 
     def wake_resolver(self) -> None:
@@ -213,6 +228,17 @@ class Node:
             wait = next_round - time.monotonic()
             self._resolve_now.wait(max(0.0, min(wait, due) if due is not None else wait))
             self._resolve_now.clear()
+
+    # -- reads for the edges --------------------------------------------------------------
+
+    def owner(self, given: str | None) -> str | None:
+        """An owner filter as given (a client_id, or ``me``: this node), or None."""
+        return self.client_id if given == "me" else given
+
+    def side_of_offer(self, offer_id: str) -> str | None:
+        """The side of an offer record, ours or held in the book, if this node knows it."""
+        own = self.maker.own(offer_id)
+        return own.offer.side if own is not None else self.index.side_of(offer_id)
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -240,4 +266,5 @@ class Node:
             },
             "http": {"client_failures": sum(self.edge_counts.values()), **self.edge_counts},
             "dht": {**self.dht.status(), "put_error": self.publisher.put_state()},
+            "events": self.events.stats(),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from p2p_offers.link import Link
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.head import LEDGER_SALT
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
@@ -37,6 +38,7 @@ from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.own_offers import OwnOffers
 from p2p_offers.node.storage.receipts import Receipts
+from p2p_offers.node.storage.refusals import Refusals
 from p2p_offers.node.storage.seen import Seen
 from p2p_offers.node.trading.desk import OrderDesk
 from p2p_offers.node.trading.sweeper import Sweeper
@@ -56,6 +58,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.db = db = Database(config.data_dir / "node.sqlite3")
     node.own_offers = OwnOffers(db)
     node.receipts = Receipts(db)
+    node.refusals = Refusals(db)
     node.seen = Seen(db)
     node.in_doubt = BidsInDoubt(db)
     node.orders = Orders(db)
@@ -87,6 +90,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         db,
         node.own_offers,
         node.receipts,
+        node.refusals,
         node.index,
         node.publisher,
         clock,
@@ -105,6 +109,8 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     # Half the server threads may wait for the worker; the rest stay free for peers.
     node.desk = OrderDesk(node.orders, node.maker, node.sweeper, clock, max(1, config.threads // 2))
     node.uncrosser = Uncrosser(me, node.index, node.maker, node.sweeper, node.desk)
+    # what GET /events tells: each stream holds a server thread, so at most half of them
+    node.events = EventHub(max(0, min(config.events_clients, config.threads // 2)))
     metrics.watch(node)  # the rest of /metrics is read from the parts' counts when scraped
     connect(node)
 
@@ -115,6 +121,8 @@ def connect(node: Node) -> None:
     node.maker.recording_fills.connect(node.ledger.append_own)
     # ... and once it commits, the new head is published
     node.ledger.appended.connect(node.replicator.publish_head)
+    # a trade stored in the ledger keeps its offer's side, as far as the book knows it
+    node.ledger_rows.side_of = node.index.side_of
     # records under salt "ledger" are ledger heads, judged by the replicator
     node.intake.handle_salt(LEDGER_SALT, node.replicator.receive_head)
     # a foreign open offer, or a rest we posted, may cross one of ours
@@ -125,3 +133,9 @@ def connect(node: Node) -> None:
     # a bid in doubt settled: its order learns the outcome; a new one wakes the resolver
     node.taker.resolved.connect(node.desk.doubt_resolved)
     node.taker.doubted.connect(node.wake_resolver)
+    # the event stream: book changes (under the index lock, in order), our fills, trades
+    node.index.changed.connect(node.events.on_book)
+    node.maker.recording_fills.connect(node.events.on_maker_fills)
+    node.taker.filled.connect(node.events.on_taker_fill)
+    node.ledger.recorded.connect(node.events.on_entries)
+    node.replicator.pulled.connect(node.events.on_entries)

@@ -7,17 +7,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from p2p_offers.book import Side, Tif
+from p2p_offers.fields import MAX_MS
 from p2p_offers.node.http.schemas import (
+    STP_FIELD,
     AmountBtc,
     BtcString,
-    Hex64,
     OfferOut,
+    Owner,
     PriceUsd,
     ReceiptOut,
+    SignedBtc,
+    SignedUsd,
     Strict,
     UsdString,
 )
 from p2p_offers.node.ledger.replicator import MAX_PAGE_LIMIT, PAGE_LIMIT
+from p2p_offers.node.offers.stp import Stp
 from p2p_offers.node.storage.database import MAX_INTEGER
 from p2p_offers.node.trading.order import OrderStatus
 
@@ -27,6 +32,7 @@ class CreateOrder(Strict):
     price_usd: PriceUsd
     amount_btc: AmountBtc
     tif: Tif = Field(Tif.GTC, description="gtc: post the unfilled rest as an offer; ioc: drop it")
+    stp: Stp | None = STP_FIELD
 
 
 class BidInDoubtOut(BaseModel):
@@ -63,8 +69,56 @@ class OrdersQuery(Strict):
 
 
 class TradesQuery(Strict):
-    owner: Hex64 | None = Field(None, description="only this maker's trades")
+    owner: Owner | None = Field(None, description="only this maker's trades (as maker)")
+    maker: Owner | None = Field(None, description="only this maker's trades")
+    taker: Owner | None = Field(None, description="only this taker's trades")
+    side: Side | None = Field(
+        None,
+        description="the maker's offer's side (sell: the taker bought BTC); a trade whose "
+        "offer this node never held is not matched",
+    )
+    since: int | None = Field(None, ge=0, le=MAX_MS, description="receipt time from (ms)")
+    until: int | None = Field(None, ge=0, le=MAX_MS, description="receipt time to (ms)")
     limit: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class AccountQuery(Strict):
+    limit: int = Field(100, ge=1, le=100_000, description="newest fills listed per role")
+
+
+class ExposureOut(BaseModel):
+    count: int
+    amount_btc: BtcString = Field(description="total open amount on this side")
+    value_usd: SignedUsd = Field(description="that amount at each offer's price, exact")
+
+
+class PositionOut(BaseModel):
+    btc: SignedBtc = Field(description="BTC bought minus BTC sold, over every fill")
+    usd: SignedUsd = Field(description="USD received minus USD paid, over every fill")
+    fills: int = Field(description="fills counted")
+    unknown_side: int = Field(description="fills left out: their side could not be told")
+
+
+class AccountFillOut(ReceiptOut):
+    side: Side | None = Field(description="our side in the trade (buy: we bought BTC)")
+    for_offer: str | None = Field(description="our offer a taker fill was made for (uncrossing)")
+
+
+class AccountFills(BaseModel):
+    maker: list[AccountFillOut] = Field(description="bids we filled on our offers, newest first")
+    taker: list[AccountFillOut] = Field(
+        description="our bids that were filled (direct bids, orders, uncrossing), newest first"
+    )
+    maker_count: int
+    taker_count: int
+
+
+class AccountOut(BaseModel):
+    client_id: str
+    open_offers: list[OfferOut]
+    exposure: dict[Side, ExposureOut] = Field(description="per side: buy and sell")
+    fills: AccountFills
+    position: PositionOut
 
 
 class TradeList(BaseModel):

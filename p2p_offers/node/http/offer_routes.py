@@ -7,10 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response
 
+from p2p_offers.bids import Receipt
 from p2p_offers.node import errors
 from p2p_offers.node.http import schemas as s
 from p2p_offers.node.http.registry import Api
-from p2p_offers.node.http.views import level_view, offer_view, receipt_view, version_view
+from p2p_offers.node.http.views import (
+    level_view,
+    offer_fill_view,
+    offer_view,
+    own_fill_view,
+    receipt_view,
+    version_view,
+)
 from p2p_offers.node.network.index import Version
 from p2p_offers.offers import SignedOffer
 
@@ -38,7 +46,7 @@ def peers(node: Node) -> dict[str, Any]:
     response=s.OfferList,
 )
 def list_offers(node: Node, query: s.OffersQuery) -> Response:
-    found = node.index.select(query.side, query.status, query.owner, query.limit)
+    found = node.index.select(query.side, query.status, node.owner(query.owner), query.limit)
     items = ",".join(held.rendered("rest", _offer_json) for held in found)
     return Response(f'{{"offers":[{items}]}}', mimetype="application/json")
 
@@ -50,7 +58,8 @@ def _offer_json(signed: SignedOffer) -> str:
 @public.route(
     "GET",
     "/offers/<offer_id>",
-    summary="One offer with the versions this node has seen (at most the last 64)",
+    summary="One offer record with the versions this node has seen (at most the last 64) "
+    "and the fills it made",
     response=s.OfferDetail,
     raises=(errors.NotFound,),
 )
@@ -58,33 +67,42 @@ def get_offer(node: Node, offer_id: str) -> dict[str, Any]:
     own = node.maker.history(offer_id)
     if own:
         latest, history = own[-1], [version_view(Version.of(v)) for v in own]
+        fills = [own_fill_view(f) for f in node.maker.fills(offer_id)]
     else:
         held = node.index.get(offer_id)
         if held is None:
             raise errors.unknown("offer", offer_id)
         latest, history = held.signed, [version_view(v) for v in held.history]
-    return {**offer_view(latest), "history": history}
+        fills = [
+            offer_fill_view("maker", r["offer_id"], Receipt.from_wire(r))
+            for r in node.ledger.rows.by_offer([offer_id])
+        ]
+    return {**offer_view(latest), "history": history, "fills": fills}
 
 
 @public.route(
     "POST",
     "/offers",
-    summary="Place an offer",
+    summary="Place an offer; one that would cross this node's own resting offers is "
+    '409 self_cross naming them, unless "stp": "cancel_resting" (they are cancelled first)',
     body=s.CreateOffer,
     response=s.OfferOut,
     status=201,
+    raises=(errors.SelfCross,),
     auth=True,
 )
 def create_offer(node: Node, body: s.CreateOffer) -> dict[str, Any]:
     ttl_ms = body.ttl_s * 1000 if body.ttl_s else None
-    return offer_view(node.maker.create(body.side, body.price_usd, body.amount_btc, ttl_ms))
+    placed = node.maker.place(body.side, body.price_usd, body.amount_btc, ttl_ms, body.stp)
+    return offer_view(placed)
 
 
 @public.route(
     "PATCH",
     "/offers/<offer_id>",
     summary="Change price and/or amount of the open record named; a record closed by a "
-    "partial fill answers 409 offer_not_open with its live remainder's id",
+    "partial fill answers 409 offer_not_open with its live remainder's id; a price that "
+    "would cross this node's own resting offers answers 409 self_cross",
     body=s.UpdateOffer,
     response=s.OfferOut,
     raises=(errors.NotOwner, errors.NotFound, errors.Refusal, errors.InvalidTerms),
@@ -110,7 +128,8 @@ def cancel_offer(node: Node, offer_id: str) -> dict[str, Any]:
 @public.route(
     "POST",
     "/offers/<offer_id>/bids",
-    summary="Bid on another node's offer; the reply is the owner's signed receipt",
+    summary="Bid on another node's offer; the reply is the owner's signed receipt. With "
+    "price_usd the bid fills at that price or not at all (409 price_changed)",
     body=s.PlaceBid,
     response=s.ReceiptOut,
     status=201,
@@ -118,7 +137,7 @@ def cancel_offer(node: Node, offer_id: str) -> dict[str, Any]:
     auth=True,
 )
 def place_bid(node: Node, offer_id: str, body: s.PlaceBid) -> dict[str, Any]:
-    return receipt_view(node.taker.bid(offer_id, body.amount_btc))
+    return receipt_view(node.taker.bid(offer_id, body.amount_btc, price=body.price_usd))
 
 
 @public.route(

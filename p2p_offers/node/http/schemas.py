@@ -30,6 +30,7 @@ from p2p_offers.bids import MAX_SEQ
 from p2p_offers.book import Side
 from p2p_offers.fields import MAX_MS
 from p2p_offers.node.config import MAX_OFFER_TTL_S, MIN_OFFER_TTL_S
+from p2p_offers.node.offers.stp import Stp
 from p2p_offers.offers import OfferStatus
 
 Status = OfferStatus
@@ -37,6 +38,10 @@ Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 Id = Annotated[str, Field(pattern=UUID4, description="a uuid4")]
 Sig = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
+Owner = Annotated[
+    str,
+    Field(pattern=r"^(?:[0-9a-f]{64}|me)$", description="a client_id (hex), or me: this node"),
+]
 
 
 def money_schema(unit: str, places: int, maximum: int) -> dict[str, Any]:
@@ -96,6 +101,13 @@ class Strict(BaseModel):
 # -- requests ------------------------------------------------------------------------------
 
 
+STP_FIELD: Any = Field(
+    None,
+    description="self-trade prevention: an offer that would cross this node's own resting "
+    "offers is refused 409 self_cross naming them; cancel_resting cancels those first",
+)
+
+
 class CreateOffer(Strict):
     side: Side
     price_usd: PriceUsd
@@ -107,6 +119,7 @@ class CreateOffer(Strict):
         description=f"seconds between refreshes while the node runs ({MIN_OFFER_TTL_S} to "
         f"{MAX_OFFER_TTL_S}); the offer expires that long after the node stops refreshing it",
     )
+    stp: Stp | None = STP_FIELD
 
 
 def _given(parse: Any) -> Any:
@@ -143,12 +156,23 @@ class UpdateOffer(Strict):
 
 class PlaceBid(Strict):
     amount_btc: AmountBtc
+    price_usd: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_usd)),
+        WithJsonSchema(
+            {
+                **money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS),
+                "description": "the price the taker saw: the bid fills at this price or not "
+                "at all (409 price_changed if the offer's price is another)",
+            }
+        ),
+    ] = None
 
 
 class OffersQuery(Strict):
     side: Side | None = None
     status: Status | None = None
-    owner: Hex64 | None = None
+    owner: Owner | None = None
     limit: int | None = Field(None, ge=1, le=100_000)
 
 
@@ -206,7 +230,11 @@ class BidIn(Strict):
     amount: int = Field(ge=1, le=money.MAX_AMOUNT_SATS, description="satoshis")
     price: int = Field(ge=1, le=money.MAX_PRICE_CENTS, description="cents per BTC")
     taker: Hex64
-    ts: int = Field(ge=0, le=MAX_MS, description="ms")
+    ts: int = Field(
+        ge=0,
+        le=MAX_MS,
+        description="ms; the owner refuses (409 bid_expired) a bid more than 60 s from its clock",
+    )
     sig: Sig
 
 
@@ -243,8 +271,35 @@ class VersionOut(BaseModel):
     expires: int
 
 
+class OfferFillOut(BaseModel):
+    """A fill an offer made: its receipt, the offer's record it traded for, and how."""
+
+    role: Literal["maker", "taker"] = Field(
+        description="maker: a bid filled on the record; taker: this node took another "
+        "owner's older crossing offer with the record's amount (uncrossing)"
+    )
+    record: str = Field(description="the offer record that traded (the one asked about)")
+    fill_id: str
+    bid_id: str
+    offer_id: str = Field(description="the record the receipt's maker filled")
+    amount_btc: BtcString
+    price_usd: UsdString
+    maker: str
+    taker: str
+    remainder: str | None
+    ts: int
+    sig: str
+
+
 class OfferDetail(OfferOut):
     history: list[VersionOut]
+    fills: list[OfferFillOut] = Field(
+        description="the fills this record made, oldest first (a remainder split off it, "
+        "named by fill.remainder, lists its own). An own record lists them all: the bid "
+        "filled on it, and what uncrossing took for it as a taker (a record uncrossing used "
+        "up ends cancelled, with those fills here); another owner's lists the fill on it "
+        "that this node's ledger holds"
+    )
 
 
 class OfferList(BaseModel):
@@ -329,6 +384,16 @@ class Health(BaseModel):
     peers: int
     announcements: dict[str, dict[str, int]]
     dht: DhtHealth
+
+
+SignedUsd = Annotated[
+    str,
+    Field(
+        pattern=r"^-?\d+\.\d{2,10}$",
+        description="USD, exact: an amount at a price is rarely whole cents (up to 10 decimals)",
+    ),
+]
+SignedBtc = Annotated[str, Field(pattern=r"^-?\d+\.\d{8}$")]
 
 
 class ErrorBody(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from p2p_offers import money
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.node.network.index import Version
+from p2p_offers.node.storage.receipts import StoredFill
 from p2p_offers.node.trading.order import Order
 from p2p_offers.offers import SignedOffer
 
@@ -65,6 +66,26 @@ def receipt_view(r: Receipt) -> dict[str, Any]:
         "ts": r.ts,
         "sig": r.sig,
     }
+
+
+def offer_fill_view(role: str, record: str, r: Receipt) -> dict[str, Any]:
+    """One fill an offer made: ``record`` (the offer's record it traded for) as ``role``."""
+    return {"role": role, "record": record, **receipt_view(r)}
+
+
+def own_fill_view(fill: StoredFill) -> dict[str, Any]:
+    return offer_fill_view(fill.role, fill.record or fill.receipt.offer_id, fill.receipt)
+
+
+def usd_e10(units: int) -> str:
+    """USD held as units of 1e-10 (an amount times a price), exactly: 2 to 10 decimals."""
+    whole, frac = divmod(abs(units), 10**10)
+    digits = f"{frac:010d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if units < 0 else ''}{whole}.{digits}"
+
+
+def account_fill_view(fill: StoredFill, side: str | None) -> dict[str, Any]:
+    return {**receipt_view(fill.receipt), "side": side, "for_offer": fill.for_offer}
 
 
 def level_view(level: tuple[int, int, int]) -> dict[str, Any]:

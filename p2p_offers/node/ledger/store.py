@@ -39,6 +39,8 @@ class LedgerStore:
         self.key = key
         self.me = public_hex(key)
         self.appended: Signal[[FeedState]] = Signal("own feed appended")
+        # the entries themselves, after the same commit (what the event stream tells)
+        self.recorded: Signal[[list[LedgerEntry]]] = Signal("own entries recorded")
 
     def append_own(self, tx: Tx, fills: list[StoredFill]) -> None:
         """Inside the fill's transaction: one entry per receipt we made, in commit order.
@@ -52,12 +54,15 @@ class LedgerStore:
             return
         head: LedgerEntry | None = self.rows.head(tx, self.me)
         head_hash = ""
+        entries: list[LedgerEntry] = []
         for receipt in made:
             head = ledger.append(self.key, head, receipt.to_wire(), receipt.ts)
             head_hash = self.rows.insert(tx, head)
+            entries.append(head)
         assert head is not None
         state = FeedState(self.me, head["height"], head_hash)
         tx.after_commit(lambda: self.appended.emit(state))
+        tx.after_commit(lambda: self.recorded.emit(entries))
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -70,8 +75,11 @@ class LedgerStore:
     def raw_entries(self, owner: str, start: int, limit: int) -> list[str]:
         return self.rows.raw_entries(owner, start, limit)
 
-    def trades(self, owner: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.rows.receipts(owner, limit)
+    def trades(
+        self, owner: str | None = None, limit: int | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Trades of every feed, newest first; ``filters``: see ``LedgerRows.receipts``."""
+        return self.rows.receipts(owner, limit, **filters)
 
     def verify(self, fills: Iterable[StoredFill]) -> dict[str, Any]:
         """Recompute every feed from the stored entries; check our receipts against them.

@@ -8,6 +8,13 @@ closed ones stay visible for a while (``closed_keep_s``) and then shrink to a
 record's expiry, after which every version of it is dead anyway (expiry only
 grows with seq, so an expired newest version means all older ones expired).
 
+A floor rejects versions *below* its seq, never the version it names: a floor
+is what a node remembers of a record it no longer holds (across a restart,
+from the ``seen`` table, or after letting a closed record go), so that very
+version is not news it has, and must be taken when it comes again. Otherwise
+a restarted node would refuse the unchanged current version of every foreign
+offer as stale and list only its own until their owners next changed them.
+
 An offer id is bound to the first owner seen for it: ids are random uuid4s, so
 a second owner claiming the same id is an attacker trying to displace the
 offer in everybody's book.
@@ -26,9 +33,11 @@ from sortedcontainers import SortedList
 
 from p2p_offers.book import Book, Entry
 from p2p_offers.node.network.outcomes import Outcome
+from p2p_offers.node.signals import Signal
 from p2p_offers.offers import OPEN, SignedOffer
 
 HISTORY_MAX = 64
+CHANGED, DROPPED = "changed", "dropped"  # what ``OfferIndex.changed`` says happened
 T = TypeVar("T")
 
 APPLIED, STALE, CONFLICT, EXPIRED, OWNER_FULL = (
@@ -94,11 +103,18 @@ class OfferIndex:
         self._expiry: list[tuple[int, str]] = []  # (expires, id), lazily invalidated
         self._closed: deque[tuple[int, str]] = deque()  # (closed at, id)
         self._dirty: set[str] = set()  # ids applied since the last take_dirty()
+        # (version, CHANGED or DROPPED) for every version applied and every offer the sweep
+        # drops as expired. Emitted under the index lock, so listeners see the changes in
+        # the order they happened; a listener must be quick and take no lock of the node's.
+        self.changed: Signal[[SignedOffer, str]] = Signal("book changed")
 
     # -- writes --------------------------------------------------------------------------
 
     def holder(self, offer_id: str) -> tuple[str, int] | None:
-        """(owner, seq) held for this id, or None if the id is unknown."""
+        """(owner, highest seq that is no news) for this id, or None if the id is unknown.
+
+        A version is news only above that seq: the one held, or one below a floor.
+        """
         with self._lock:
             owner, seq = self._owner_seq(offer_id)
         return None if owner is None else (owner, seq)
@@ -108,7 +124,8 @@ class OfferIndex:
         if held is not None:
             return held.signed.owner, held.signed.seq
         floor = self._floors.get(offer_id)
-        return (None, 0) if floor is None else (floor[0], floor[1])
+        # a floor's own version is not held, so it is news (see the module docstring)
+        return (None, 0) if floor is None else (floor[0], floor[1] - 1)
 
     def apply(self, signed: SignedOffer, max_open: int | None = None) -> Outcome:
         """Take ``signed`` if it is newer than what is held; say what happened.
@@ -153,6 +170,7 @@ class OfferIndex:
                     self._open_per_owner[signed.owner] += 1
             else:
                 self._close(offer.id, now)
+            self.changed.emit(signed, CHANGED)
             return APPLIED
 
     def _close(self, offer_id: str, now: int) -> None:
@@ -182,6 +200,7 @@ class OfferIndex:
                     self._unlist(offer_id)
                     del self._held[offer_id]
                     dropped += 1
+                    self.changed.emit(held.signed, DROPPED)
                 elif held is None and self._floors.get(offer_id, ("", 0, now + 1))[2] <= now:
                     del self._floors[offer_id]
             cutoff = now - self._closed_keep_ms
@@ -200,6 +219,12 @@ class OfferIndex:
         with self._lock:
             held = self._held.get(offer_id)
             return None if held is None else Held(held.signed, list(held.history))
+
+    def side_of(self, offer_id: str) -> str | None:
+        """The side of an offer held here (open or recently closed), None if not held."""
+        with self._lock:
+            held = self._held.get(offer_id)
+            return None if held is None else held.signed.offer.side
 
     def select(
         self,

@@ -11,6 +11,11 @@ open was filled or cancelled meanwhile. The owner's own list is complete for
 its offers, though: an offer we hold open that its owner no longer lists is
 re-read from the DHT (by its address, verified like any record), and the
 newer version, if there is one, closes it.
+
+Between full runs, ``sync_new`` pulls from any peer this node has never pulled
+from (one that was down at our start and came up since: the usual case when a
+whole network restarts at once), so a node does not wait a whole interval for
+the offers of a peer that started after it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "sync"
 MAX_PAGES_PER_PEER = 200  # per peer per run: 200,000 offers at the default page size
+NEW_PEER_RETRY_S = 2.0  # a new peer whose pull failed is tried again after this
 
 
 class Syncer:
@@ -56,29 +62,57 @@ class Syncer:
         self._lock = threading.Lock()
         self.refused = {"bad_cursor": 0, "page_cap": 0}  # pagings we cut short
         self.starting: Signal[[]] = Signal("a peer started syncing from us")
+        self._pulled: set[str] = set()  # client ids pulled from in full at least once
+        self._tried: dict[str, float] = {}  # new peer -> when sync_new last failed on it
 
     def sync_once(self) -> int:
         """Pull from every peer; returns how many records were received."""
         started = time.perf_counter()
-        received = 0
-        for peer in self.peers.nodes():
-            pulled = time.perf_counter()
-            try:
-                count = self._pull(peer)
-            except (TransportError, errors.DomainError) as exc:
-                log.info("sync from %s failed: %s", peer.address, exc)
-                continue
-            received += count
-            log.debug(
-                "synced %d records from %s in %.0f ms",
-                count,
-                peer.address,
-                (time.perf_counter() - pulled) * 1000,
-            )
+        received = sum(self._pull_logged(peer) or 0 for peer in self.peers.nodes())
         self.runs += 1
         self.last_ms = (time.perf_counter() - started) * 1000
         self.last_records = received
         return received
+
+    def sync_new(self) -> int:
+        """Pull from the peers never pulled from yet (cheap when there are none)."""
+        peers = self.peers.nodes()
+        now = time.monotonic()
+        with self._lock:
+            fresh = [
+                p
+                for p in peers
+                if p.client_id not in self._pulled
+                and now - self._tried.get(p.client_id, -NEW_PEER_RETRY_S) >= NEW_PEER_RETRY_S
+            ]
+        received = 0
+        for peer in fresh:
+            count = self._pull_logged(peer)
+            if count is None:
+                with self._lock:
+                    self._tried[peer.client_id] = time.monotonic()
+            else:
+                received += count
+        return received
+
+    def _pull_logged(self, peer: Peer) -> int | None:
+        """Records pulled from ``peer``, or None if the pull failed (logged)."""
+        pulled = time.perf_counter()
+        try:
+            count = self._pull(peer)
+        except (TransportError, errors.DomainError) as exc:
+            log.info("sync from %s failed: %s", peer.address, exc)
+            return None
+        with self._lock:
+            self._pulled.add(peer.client_id)
+            self._tried.pop(peer.client_id, None)
+        log.debug(
+            "synced %d records from %s in %.0f ms",
+            count,
+            peer.address,
+            (time.perf_counter() - pulled) * 1000,
+        )
+        return count
 
     def _pull(self, peer: Peer) -> int:
         held_before = {s.id: s for s in self.index.open_by_owner(peer.client_id)}

@@ -14,13 +14,20 @@ resolved to the chain's open head and filled under the same lock, so two bids
 can never both take the same satoshis, while bids on different offers run in
 parallel. Every head is read and dropped under its chain's lock, expiry
 included, so no change can put back a head the sweep let go.
+
+One owner never crosses the book (self-trade prevention extended to resting
+offers): a new offer, or a new price, that would cross one of our own open
+offers on the other side is refused ``SelfCross`` naming them, unless the
+caller says ``Stp.CANCEL_RESTING``, in which case they are cancelled first.
+The check and the change that follows it run under one lock (``_placing``),
+so two placements cannot each pass the check and cross each other.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 
 from nacl.signing import SigningKey
 
@@ -31,14 +38,17 @@ from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.offers.chains import Chains
 from p2p_offers.node.offers.settle import Settler
+from p2p_offers.node.offers.stp import Stp
 from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.database import Database, Tx
 from p2p_offers.node.storage.own_offers import OwnOffers, OwnVersion
 from p2p_offers.node.storage.receipts import Receipts, StoredFill
+from p2p_offers.node.storage.refusals import Refusals, Refused
 from p2p_offers.offers import FILLED, OPEN, SignedOffer, TransitionError
 from p2p_offers.signing import public_hex
 
 REFRESH_BATCH = 500
+MAX_CANCEL_ROUNDS = 8  # cancel_resting re-checks after cancelling: a crossing offer may split
 
 _TRANSITION_ERRORS: dict[str, type[errors.DomainError]] = {
     "offer_not_open": errors.OfferNotOpen,
@@ -54,6 +64,7 @@ class OfferService:
         db: Database,
         own: OwnOffers,
         receipts: Receipts,
+        refusals: Refusals,
         index: OfferIndex,
         publisher: Publisher,
         clock: Callable[[], int],
@@ -64,12 +75,14 @@ class OfferService:
         self.db = db
         self.own_offers = own
         self.receipts = receipts
+        self.refusals = refusals
         self.index = index
         self.publisher = publisher
         self.clock = clock
         self.default_ttl_ms = default_ttl_ms
         # told inside each fill's transaction (the ledger appends there: all or nothing)
         self.recording_fills: Signal[[Tx, list[StoredFill]]] = Signal("recording fills")
+        self._placing = threading.Lock()  # a self-cross check and the change it allows
         self._guard = threading.Lock()  # protects the dicts below; never held while waiting
         self._heads: dict[str, OwnVersion] = {}  # chain root -> its open record
         self._known: dict[str, tuple[str, int]] = {}  # own record id -> (chain root, newest seq)
@@ -99,7 +112,21 @@ class OfferService:
 
     # -- user changes ----------------------------------------------------------------------
 
+    def place(
+        self,
+        side: str,
+        price: int,
+        amount: int,
+        ttl_ms: int | None = None,
+        stp: Stp | None = None,
+    ) -> SignedOffer:
+        """A new offer, unless it would cross our own (see the module docstring)."""
+        with self._placing:
+            self._clear_crossing(side, price, stp)
+            return self.create(side, price, amount, ttl_ms)
+
     def create(self, side: str, price: int, amount: int, ttl_ms: int | None = None) -> SignedOffer:
+        """A new offer, unchecked: what ``place`` posts, and what uncrossing gives back."""
         ttl = ttl_ms or self.default_ttl_ms
         offer = transition(lambda: offers.create(side, price, amount, self.clock(), ttl))
         version = OwnVersion(offers.sign(self.key, offer, offers.FIRST_SEQ), offer.id, ttl)
@@ -109,10 +136,38 @@ class OfferService:
 
     def update(self, offer_id: str, price: int | None, amount: int | None) -> SignedOffer:
         root = self.root(offer_id)
-        with self.chains.locked(root):
-            head = self.head(root, offer_id, exact=True)
-            new = transition(lambda: head.signed.offer.update(self.clock(), price, amount))
-            return self._next(head, new)
+        with self._placing:
+            if price is not None:
+                held = self.held(offer_id)
+                if held is not None and held.signed.id == offer_id:
+                    side = held.signed.offer.side
+                    found = [i for i in self.self_crossing(side, price) if i != offer_id]
+                    if found:
+                        raise errors.SelfCross.of(side, price, found)
+            with self.chains.locked(root):
+                head = self.head(root, offer_id, exact=True)
+                new = transition(lambda: head.signed.offer.update(self.clock(), price, amount))
+                return self._next(head, new)
+
+    def self_crossing(self, side: str, price: int) -> list[str]:
+        """Our open offers a ``side`` offer at ``price`` would cross, best first."""
+        return self.index.read_book(
+            lambda book: [e.id for e in book.crossing(side, price) if e.owner == self.me]
+        )
+
+    def _clear_crossing(self, side: str, price: int, stp: Stp | None) -> None:
+        """Refuse, or with ``CANCEL_RESTING`` cancel, our offers a new one would cross."""
+        for _ in range(MAX_CANCEL_ROUNDS):
+            found = self.self_crossing(side, price)
+            if not found:
+                return
+            if stp != Stp.CANCEL_RESTING:
+                raise errors.SelfCross.of(side, price, found)
+            for offer_id in found:
+                # one filled or split meanwhile is skipped: the next round sees what is left
+                with suppress(errors.OfferNotOpen, errors.NotFound):
+                    self.cancel(offer_id)
+        raise errors.SelfCross.of(side, price, self.self_crossing(side, price))
 
     def cancel(self, offer_id: str) -> SignedOffer:
         root = self.root(offer_id)
@@ -149,7 +204,8 @@ class OfferService:
         The chain's open record grows by it. A chain that has no open record any
         more gets it back as a new offer at the same price only if the
         reservation itself closed it (it took everything) or fills used the rest
-        up; a chain its owner cancelled stays cancelled, and None says so.
+        up; a chain its owner cancelled stays cancelled, and None says so. None too if
+        such a new offer would cross one placed by its owner meanwhile (self-cross).
         """
         root = self.root(reserved.id)
         with self.chains.locked(root):
@@ -165,7 +221,11 @@ class OfferService:
         ours = end is not None and (end.id, end.seq) == (reserved.id, reserved.seq)
         if end is None or not (ours or end.offer.status == FILLED):
             return None
-        return self.create(reserved.offer.side, reserved.offer.price, amount)
+        side, price = reserved.offer.side, reserved.offer.price
+        with self._placing:  # an own offer placed while this one was reserved away wins
+            if self.self_crossing(side, price):
+                return None
+            return self.create(side, price, amount)
 
     def _chain_end(self, offer_id: str) -> SignedOffer | None:
         """The newest version of the last record of the chain through ``offer_id``."""
@@ -224,6 +284,13 @@ class OfferService:
     def history(self, offer_id: str) -> list[SignedOffer]:
         return self.own_offers.history(offer_id)
 
+    def fills(self, offer_id: str) -> list[StoredFill]:
+        """The fills our record ``offer_id`` made, oldest first: the bid we filled on it
+        (maker) and what uncrossing took for it (taker). A remainder split off it shows
+        its own (``fill.remainder`` links them): one record's are read, never the chain's,
+        so walking a long chain record by record stays linear."""
+        return self.receipts.of_record(offer_id)
+
     def open_count(self) -> int:
         with self._guard:
             return len(self._heads)
@@ -280,13 +347,22 @@ class OfferService:
         self.commit([version])
         return version.signed
 
-    def commit(self, versions: list[OwnVersion], fills: Iterable[StoredFill] = ()) -> None:
+    def commit(
+        self,
+        versions: list[OwnVersion],
+        fills: Iterable[StoredFill] = (),
+        refused: list[Refused] | None = None,
+    ) -> None:
         """Durable first, then visible, then published (see the module docstring).
 
         A fill whose bid already has a receipt raises ``BidRecorded`` and writes nothing.
+        ``refused`` bids are remembered in the same transaction, so a refusal is as
+        durable as a fill before either is answered.
         """
         fills = list(fills)
         with self.db.transaction() as tx:
+            if refused:
+                self.refusals.insert(tx, refused, self.clock())
             self.own_offers.save(tx, versions)
             for fill in fills:
                 self.receipts.insert_new(tx, fill)

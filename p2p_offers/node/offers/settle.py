@@ -6,7 +6,17 @@ queued bid in arrival order against the evolving head and commits them all in
 ONE transaction (group commit: a hot offer costs one fsync per batch, not per
 bid). Every bid's outcome is durable before any of them is answered, and
 exactly one outcome is recorded per bid id: a bid id answered before gets its
-recorded receipt (or ``DuplicateBid`` if the terms differ).
+recorded receipt, or its recorded refusal (``storage/refusals``: a refusal is
+final, whatever the offer became since), or ``DuplicateBid`` if it was another bid.
+
+What a bid may fill: only while its ``ts`` is within ``BID_WINDOW_MS`` of our
+clock, at the offer's price now (else ``PriceChanged``: the taker is never
+filled at a price other than the one it signed), and only the version it names
+(``offer_seq``): a bid on a record we changed since (even just refreshed) is
+``stale_offer``, with the current seq in the details to bid on. The one
+exception is the chain rule: a bid naming a record split by a partial fill
+(its last open version, or the version that records the split) goes to the
+chain's live remainder, if its price (and so its side) is unchanged.
 """
 
 from __future__ import annotations
@@ -14,12 +24,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from p2p_offers import offers
-from p2p_offers.bids import Bid, Receipt, make_receipt
+from p2p_offers.bids import BID_WINDOW_MS, Bid, Receipt, in_window, make_receipt
 from p2p_offers.fields import new_id
 from p2p_offers.node import errors
 from p2p_offers.node.offers.chains import Slot
 from p2p_offers.node.storage.own_offers import OwnVersion
 from p2p_offers.node.storage.receipts import BidRecorded, Role, StoredFill
+from p2p_offers.node.storage.refusals import Refused
 from p2p_offers.signing import SignatureError
 
 if TYPE_CHECKING:
@@ -58,6 +69,7 @@ class Settler:
         now = service.clock()
         versions: list[OwnVersion] = []
         fills: list[StoredFill] = []
+        refused: list[Refused] = []
         seen: dict[str, Slot] = {}
         try:  # from here on, every slot of the batch is answered, whatever is raised
             for slot in batch:
@@ -70,13 +82,23 @@ class Settler:
                     if answered is not None:
                         slot.receipt = _same_receipt(answered, slot.bid)
                         continue
-                    head, made, slot.receipt = self._fill(root, head, slot.bid, now)
+                    before = service.refusals.get(slot.bid)
+                    if before is not None:
+                        slot.error = before
+                        continue
+                    side = head.signed.offer.side if head is not None else None
+                    try:
+                        head, made, slot.receipt = self._fill(root, head, slot.bid, now)
+                    except errors.Refusal as exc:
+                        if _remember(slot.bid, exc, now):
+                            refused.append(Refused(slot.bid, exc))
+                        raise
                     versions += made
-                    fills.append(StoredFill(slot.bid, slot.receipt, Role.MAKER))
+                    fills.append(StoredFill(slot.bid, slot.receipt, Role.MAKER, side=side))
                 except errors.DomainError as exc:
                     slot.error = exc
-            if fills:
-                service.commit(versions, fills)
+            if fills or refused:
+                service.commit(versions, fills, refused)
         except BidRecorded:
             # A bid id recorded meanwhile through another chain: nothing was written.
             # Settle one by one, so only that bid is answered from the record.
@@ -101,12 +123,15 @@ class Settler:
     ) -> tuple[OwnVersion | None, list[OwnVersion], Receipt]:
         """Check ``bid`` against the chain's head; return the new head, versions and receipt."""
         service = self.service
+        if not in_window(bid.ts, now):
+            raise errors.BidExpired.of(bid, now, BID_WINDOW_MS)
         if head is None:
             raise errors.OfferTaken(f"offer {bid.offer_id} is no longer open")
         signed = head.signed
         offer = signed.offer
-        named_seq = signed.seq if signed.id == bid.offer_id else service.lookup(bid.offer_id)[1]
-        if bid.offer_seq > named_seq or bid.price != offer.price:
+        if bid.price != offer.price:
+            raise errors.PriceChanged.terms(signed.id, signed.seq, offer.price)
+        if not self._names_head(signed, bid):
             raise errors.StaleOffer.terms(signed.id, signed.seq, offer.price)
         if offer.expires <= now:
             raise errors.OfferExpired(f"offer {signed.id} has expired")
@@ -124,6 +149,28 @@ class Settler:
             service.key, bid, offer_id=filled.id, remainder=rest.id if rest else None, now_ms=now
         )
         return new_head, made, receipt
+
+    def _names_head(self, head: offers.SignedOffer, bid: Bid) -> bool:
+        """Does ``bid`` name a version a fill on ``head`` may settle?
+
+        The head itself: only its current version. A record the chain's fills
+        split: its last open version or the one that recorded the split (a
+        taker may have seen either; the caller compares prices, as the chain
+        rule wants them unchanged).
+        """
+        if head.id == bid.offer_id:
+            return bid.offer_seq == head.seq
+        named = self.service.own(bid.offer_id)
+        fill = named.offer.fill if named is not None else None
+        if named is None or fill is None or fill.remainder is None:
+            return False
+        return bid.offer_seq in (named.seq - 1, named.seq)
+
+
+def _remember(bid: Bid, refusal: errors.Refusal, now: int) -> bool:
+    """Is ``refusal`` one to keep? All are, except a bid already older than the window:
+    it can never be filled again, so a replay is refused the same way without a record."""
+    return not (isinstance(refusal, errors.BidExpired) and bid.ts < now - BID_WINDOW_MS)
 
 
 def _same_bid(first: Slot, bid: Bid) -> Receipt:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from nacl.signing import SigningKey
 
 from p2p_offers.bids import Bid, Receipt, make_bid
+from p2p_offers.book import opposite
 from p2p_offers.fields import DocError
 from p2p_offers.link import GrapeError
 from p2p_offers.node import errors
@@ -74,8 +75,19 @@ class Taker:
         # (bid, receipt or None if unfilled) when a bid in doubt is settled
         self.resolved: Signal[[Bid, Receipt | None]] = Signal("bid in doubt resolved")
         self.doubted: Signal[[]] = Signal("a bid went in doubt")  # wakes the resolver
+        self.filled: Signal[[StoredFill]] = Signal("taker fill recorded")  # once per receipt
 
-    def bid(self, offer_id: str, amount: int) -> Receipt:
+    def bid(
+        self,
+        offer_id: str,
+        amount: int,
+        for_offer: str | None = None,
+        price: int | None = None,
+    ) -> Receipt:
+        """Bid ``amount`` on another node's offer; ``for_offer``: the own offer it trades for
+        (uncrossing), recorded with the fill so that offer shows it. With ``price`` (what the
+        user saw) the bid is signed at that price, so the owner fills it at no other
+        (``PriceChanged``); a price our book already shows moved is refused here."""
         held = self.index.get(offer_id)
         if held is None:
             raise errors.unknown("offer", offer_id)
@@ -85,6 +97,8 @@ class Taker:
             raise errors.OwnOffer("a node cannot bid on its own offers")
         if offer.ends_chain:
             raise errors.OfferTaken(f"offer {offer_id} is {offer.status}")
+        if price is not None and price != offer.price:
+            raise errors.PriceChanged.terms(offer_id, signed.seq, offer.price)
         bid = make_bid(
             self.key,
             offer_id=offer_id,
@@ -94,9 +108,9 @@ class Taker:
             price=offer.price,
             now_ms=self.clock(),
         )
-        return self._send(bid)
+        return self._send(bid, for_offer, opposite(offer.side))
 
-    def _send(self, bid: Bid) -> Receipt:
+    def _send(self, bid: Bid, for_offer: str | None = None, side: str | None = None) -> Receipt:
         """One bid to its owner: a checked receipt, a refusal, or why there is no answer."""
         try:
             addresses = self.peers.owner(bid.maker)
@@ -111,7 +125,7 @@ class Taker:
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 if not doubt:
                     doubt = True  # from now on only an answer from the owner settles it
-                    self._doubt(bid)
+                    self._doubt(bid, for_offer, side)
                 continue
             except TransportError as exc:  # not delivered, or an answer we cannot read
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
@@ -122,7 +136,9 @@ class Taker:
             except errors.DomainError as exc:
                 raise self._undecided(bid, f"the owner answered {exc.code}") from None
             receipt = self._check(bid, reply)
-            self.receipts.add(StoredFill(bid, receipt, Role.TAKER))
+            fill = StoredFill(bid, receipt, Role.TAKER, for_offer, side)
+            if self.receipts.add(fill):
+                self.filled.emit(fill)
             self._settled(bid, receipt)
             return receipt
         if doubt:
@@ -150,8 +166,9 @@ class Taker:
 
     # -- bids in doubt -------------------------------------------------------------------
 
-    def _doubt(self, bid: Bid) -> None:
-        if self.in_doubt_bids.add(bid, self.clock()):  # one being resolved is not counted again
+    def _doubt(self, bid: Bid, for_offer: str | None = None, side: str | None = None) -> None:
+        # one being resolved is not counted again
+        if self.in_doubt_bids.add(bid, self.clock(), for_offer, side):
             with self._lock:
                 self.counts["in_doubt"] += 1
                 self._retry[bid.bid_id] = (time.monotonic() + IN_DOUBT_BACKOFF_S, 0.0)
@@ -187,7 +204,7 @@ class Taker:
             self.counts["resolve_rounds"] += 1
         now = time.monotonic()
         settled = 0
-        for bid in self.in_doubt_bids.all():
+        for bid, for_offer, side in self.in_doubt_bids.entries():
             if stopping is not None and stopping.is_set():
                 break
             with self._lock:
@@ -195,7 +212,7 @@ class Taker:
             if only_due and (retry is None or retry[0] > now):
                 continue
             try:
-                self._send(bid)
+                self._send(bid, for_offer, side)
                 settled += 1
             except REFUSED as exc:
                 settled += 1

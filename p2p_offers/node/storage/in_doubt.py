@@ -12,13 +12,16 @@ class BidsInDoubt:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add(self, bid: Bid, now_ms: int) -> bool:
-        """Keep ``bid``; False if it was in doubt already."""
+    def add(
+        self, bid: Bid, now_ms: int, for_offer: str | None = None, side: str | None = None
+    ) -> bool:
+        """Keep ``bid`` (sent for our offer ``for_offer``, if any, as a ``side`` taker);
+        False if it was in doubt already."""
         with self.db.transaction() as tx:
             cursor = tx.execute(
-                "INSERT INTO bids_in_doubt (bid_id, created, bid) VALUES (?, ?, ?) "
-                "ON CONFLICT (bid_id) DO NOTHING",
-                (bid.bid_id, now_ms, json.dumps(bid.to_wire())),
+                "INSERT INTO bids_in_doubt (bid_id, created, bid, for_offer, side) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (bid_id) DO NOTHING",
+                (bid.bid_id, now_ms, json.dumps(bid.to_wire()), for_offer, side),
             )
             return cursor.rowcount == 1
 
@@ -32,8 +35,14 @@ class BidsInDoubt:
 
     def all(self) -> list[Bid]:
         """Oldest first."""
-        rows = self.db.rows("SELECT bid FROM bids_in_doubt ORDER BY created, bid_id")
-        return [Bid.from_wire(json.loads(r[0])) for r in rows]
+        return [bid for bid, _, _ in self.entries()]
+
+    def entries(self) -> list[tuple[Bid, str | None, str | None]]:
+        """(bid, the own offer it was sent for or None, our side), oldest first."""
+        rows = self.db.rows(
+            "SELECT bid, for_offer, side FROM bids_in_doubt ORDER BY created, bid_id"
+        )
+        return [(Bid.from_wire(json.loads(r[0])), r[1], r[2]) for r in rows]
 
     def count(self) -> int:
         row = self.db.one("SELECT count(*) FROM bids_in_doubt")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +23,14 @@ class FeedState:
 class LedgerRows:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The side ("buy"/"sell") of the maker's offer a receipt filled, if this node knows
+        # it (the receipt does not say); stored with the entry for /trades?side=. Runs inside
+        # a write transaction: it must not touch the database.
+        self.side_of: Callable[[str], str | None] = lambda offer_id: None
 
     # -- writes ----------------------------------------------------------------------------
 
-    @staticmethod
-    def insert(tx: Tx, entry: LedgerEntry) -> str:
+    def insert(self, tx: Tx, entry: LedgerEntry) -> str:
         """Store one (verified) entry and return its hash.
 
         The hash is ``ledger.entry_hash`` computed from the very text stored, so
@@ -38,8 +41,9 @@ class LedgerRows:
         text = canonical_json(entry)
         hash_ = hashlib.sha256(text).hexdigest()
         tx.execute(
-            "INSERT INTO ledger_entries (owner, height, hash, fill_id, ts, entry) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ledger_entries "
+            "(owner, height, hash, fill_id, ts, entry, offer_id, taker, side) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry["owner"],
                 entry["height"],
@@ -47,6 +51,9 @@ class LedgerRows:
                 receipt["fill_id"],
                 receipt["ts"],
                 text.decode(),
+                receipt["offer_id"],
+                receipt["taker"],
+                self.side_of(receipt["offer_id"]),
             ),
         )
         return hash_
@@ -105,20 +112,50 @@ class LedgerRows:
     def entries(self, owner: str) -> list[LedgerEntry]:
         return [json.loads(e) for e in self.raw_entries(owner, 1, -1)]
 
-    def receipts(self, owner: str | None, limit: int | None) -> list[dict[str, Any]]:
-        """Receipts of every stored feed (or ``owner``'s), newest first.
+    def receipts(
+        self,
+        owner: str | None,
+        limit: int | None,
+        *,
+        taker: str | None = None,
+        side: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Receipts of every stored feed (or ``owner``'s: the maker), newest first.
 
+        Filters: ``taker``, ``side`` (the maker's offer's, as far as this node knew it when
+        it stored the entry), receipt time from ``since`` to ``until`` (ms, inclusive).
         Ties in time go by owner, then newest entry first, so every node that
         holds the same feeds lists the same trades in the same order.
         """
+        where, args = [], []
+        for column, op, given in (
+            ("owner", "=", owner),
+            ("taker", "=", taker),
+            ("side", "=", side),
+            ("ts", ">=", since),
+            ("ts", "<=", until),
+        ):
+            if given is not None:
+                where.append(f"{column} {op} ?")
+                args.append(given)
         sql = "SELECT entry FROM ledger_entries"
-        args: tuple[Any, ...] = ()
-        if owner is not None:
-            sql += " WHERE owner = ?"
-            args = (owner,)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY ts DESC, owner, height DESC LIMIT ?"
         rows = self.db.rows(sql, (*args, -1 if limit is None else limit))
         return [json.loads(row[0])["receipt"] for row in rows]
+
+    def by_offer(self, offer_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Receipts of fills on these offer records, oldest first (indexed)."""
+        out: list[tuple[int, str, dict[str, Any]]] = []
+        for offer_id in set(offer_ids):
+            for ts, fill_id, entry in self.db.rows(
+                "SELECT ts, fill_id, entry FROM ledger_entries WHERE offer_id = ?", (offer_id,)
+            ):
+                out.append((ts, fill_id, json.loads(entry)["receipt"]))
+        return [r for _, _, r in sorted(out, key=lambda t: (t[0], t[1]))]
 
     def by_fill(self, fill_id: str) -> list[tuple[str, dict[str, Any]]]:
         rows = self.db.rows("SELECT owner, entry FROM ledger_entries WHERE fill_id = ?", (fill_id,))

@@ -4,6 +4,10 @@ Version 0 is the unversioned file written before the schema had a number:
 the same tables as now except ``orders``, which held each order as one JSON
 document (searched with ``instr``). Version 1 keeps an order's scalar fields in
 columns, its fills and its bids in doubt in tables of their own, all indexed.
+Version 2 adds ``refused_bids`` (the owner's final refusals, so a replayed bid
+gets the refusal it got before and never a fill), and links a taker fill made
+for one of our offers (uncrossing) to that offer (``for_offer`` on receipts
+and bids in doubt), with the indexes that read an offer's fills.
 
 A fresh file is created at the current version; an older one is migrated in
 one transaction, so a crash mid-way leaves it as it was.
@@ -15,7 +19,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-VERSION = 1
+VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS own_offers (
@@ -74,6 +78,31 @@ CREATE TABLE IF NOT EXISTS ledger_forks (
 ) WITHOUT ROWID;
 """
 
+V2 = """
+ALTER TABLE receipts ADD COLUMN for_offer TEXT;  -- the own offer a taker fill was made for
+ALTER TABLE bids_in_doubt ADD COLUMN for_offer TEXT;
+ALTER TABLE receipts ADD COLUMN side TEXT;       -- our side in the trade (buy/sell BTC)
+ALTER TABLE bids_in_doubt ADD COLUMN side TEXT;
+CREATE INDEX IF NOT EXISTS receipts_offer ON receipts (offer_id);
+CREATE INDEX IF NOT EXISTS receipts_for_offer ON receipts (for_offer) WHERE for_offer IS NOT NULL;
+ALTER TABLE ledger_entries ADD COLUMN offer_id TEXT;  -- the receipt's, for an offer's fills
+ALTER TABLE ledger_entries ADD COLUMN taker TEXT;     -- the receipt's, for /trades?taker=
+ALTER TABLE ledger_entries ADD COLUMN side TEXT;      -- the maker's offer side, if known here
+UPDATE ledger_entries SET offer_id = json_extract(entry, '$.receipt.offer_id'),
+    taker = json_extract(entry, '$.receipt.taker');
+CREATE INDEX IF NOT EXISTS ledger_entries_offer ON ledger_entries (offer_id);
+CREATE INDEX IF NOT EXISTS ledger_entries_taker ON ledger_entries (taker, ts);
+CREATE TABLE IF NOT EXISTS refused_bids (
+    bid_id  TEXT PRIMARY KEY,
+    sig     TEXT NOT NULL,     -- the bid's signature: the same signed bid has the same one
+    code    TEXT NOT NULL,     -- the refusal, exactly as answered
+    message TEXT NOT NULL,
+    details TEXT,              -- JSON object or NULL
+    keep_until INTEGER NOT NULL  -- ms: past it the bid is outside the window for good
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refused_bids_keep ON refused_bids (keep_until);
+"""
+
 ORDERS = """
 CREATE TABLE orders (
     id       TEXT PRIMARY KEY,
@@ -113,11 +142,11 @@ def migrate(db: sqlite3.Connection) -> None:
     fresh = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
     db.execute("BEGIN IMMEDIATE")
     try:
-        if fresh:
+        if fresh:  # version 1 at once, then the steps after it
             _run(db, TABLES + ORDERS)
-        else:
-            for step in MIGRATIONS[version:]:
-                step(db)
+            version = 1
+        for step in MIGRATIONS[version:]:
+            step(db)
         db.execute(f"PRAGMA user_version = {VERSION}")
     except BaseException:
         db.execute("ROLLBACK")
@@ -170,4 +199,9 @@ def _v0_to_v1(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE orders_v0")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """The refusals table, the ``for_offer`` links and their indexes."""
+    _run(db, V2)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import Tif
 from p2p_offers.fields import new_id
+from p2p_offers.node import errors
 from p2p_offers.node.offers.maker import OfferService
+from p2p_offers.node.offers.stp import Stp
 from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.trading.order import Order, OrderStatus
@@ -78,15 +80,24 @@ class OrderDesk:
 
     # -- intake ----------------------------------------------------------------------------
 
-    def submit(self, side: str, price: int, amount: int, tif: Tif = Tif.GTC) -> Order:
+    def submit(
+        self, side: str, price: int, amount: int, tif: Tif = Tif.GTC, stp: Stp | None = None
+    ) -> Order:
         """Queue an order; return it done, or still pending if the wait was not allowed/long.
+
+        A GTC order whose limit crosses our own resting offers could rest crossing
+        them: without ``stp`` it is refused ``SelfCross`` here, before it trades
+        (an IOC never rests, so it is never refused); with ``CANCEL_RESTING``
+        those offers are cancelled before its rest is posted.
 
         An order is written to disk once its id is given out: at its first
         fill, when it is done, or here if it is handed back still pending.
         One that a crash cuts short before any of these never traded and was
         never acknowledged.
         """
-        order = Order(new_id(), side, price, amount, tif, self.clock())
+        if tif == Tif.GTC and stp is None and (crossing := self.service.self_crossing(side, price)):
+            raise errors.SelfCross.of(side, price, crossing)
+        order = Order(new_id(), side, price, amount, tif, self.clock(), stp=stp)
         with self._lock:
             self._active[order.id] = order
         self._queue.put(order)
@@ -146,8 +157,14 @@ class OrderDesk:
             order.side, order.price, order.amount, on_fill=fill, on_doubt=doubt
         )
         if left and order.tif == Tif.GTC:
-            order.offer_id = self.service.create(order.side, order.price, left).id
-            self.rested.emit()
+            try:
+                rest = self.service.place(order.side, order.price, left, stp=order.stp)
+            except errors.SelfCross:  # an own offer placed while this order waited
+                with self._lock:
+                    self.counts["rest_self_cross"] += 1
+            else:
+                order.offer_id = rest.id
+                self.rested.emit()
         order.close()
         self._finish(order)
 

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.book import Tif
+from p2p_offers.node.offers.stp import Stp
 
 
 class OrderStatus(StrEnum):
@@ -30,6 +31,7 @@ class Order:
     fills: list[Receipt] = field(default_factory=list)
     offer_id: str | None = None  # the resting offer a GTC rest was posted as
     in_doubt: list[Bid] = field(default_factory=list)  # sent, unanswered: they may have filled
+    stp: Stp | None = None  # for the rest (kept while the order is worked, not stored)
     done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property

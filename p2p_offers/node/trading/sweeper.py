@@ -117,6 +117,7 @@ class Sweeper:
         eligible: Callable[[Entry], bool] | None = None,
         on_fill: Callable[[Receipt], None] | None = None,
         on_doubt: Callable[[Bid], None] | None = None,
+        for_offer: str | None = None,
     ) -> tuple[list[Receipt], int]:
         """Fill up to ``amount`` as a ``side`` taker at ``limit`` or better; (receipts, left).
 
@@ -125,7 +126,7 @@ class Sweeper:
         remainder is re-planned, so a lost race costs one round trip, not the
         order. A bid left in doubt (it may have filled) is told to ``on_doubt``
         and its amount is not in ``left``: it is never planned, rested or given
-        back a second time.
+        back a second time. ``for_offer``: the own offer the sweep trades for (uncrossing).
         """
         avoid = _Avoid()
 
@@ -145,7 +146,7 @@ class Sweeper:
             if not steps:
                 break
             for entry, want in steps:
-                receipt = self._bid(entry, want, avoid)
+                receipt = self._bid(entry, want, avoid, for_offer)
                 if receipt is None:
                     continue
                 if isinstance(receipt, errors.BidInDoubt):
@@ -162,7 +163,9 @@ class Sweeper:
                 break
         return receipts, left
 
-    def _bid(self, entry: Entry, amount: int, avoid: _Avoid) -> Receipt | errors.BidInDoubt | None:
+    def _bid(
+        self, entry: Entry, amount: int, avoid: _Avoid, for_offer: str | None = None
+    ) -> Receipt | errors.BidInDoubt | None:
         """One bid through ``Taker.bid``; on a lost race, one retry with what is left there.
 
         A maker whose chain we used up is ruled out too, in this sweep and (by a
@@ -173,7 +176,7 @@ class Sweeper:
         emptied = amount >= entry.amount
         for _ in range(2):
             try:
-                receipt = self.taker.bid(entry.id, amount)
+                receipt = self.taker.bid(entry.id, amount, for_offer=for_offer)
             except errors.BidInDoubt as exc:
                 self._count("in_doubt")
                 avoid.owners.add(entry.owner)

@@ -180,7 +180,9 @@ class Uncrosser:
             self._count("in_doubt_sats", bid.amount)
 
         try:
-            self.sweeper.take(own.side, own.price, reserve, eligible, on_fill, on_doubt)
+            self.sweeper.take(
+                own.side, own.price, reserve, eligible, on_fill, on_doubt, for_offer=reserved.id
+            )
         finally:
             if taken < reserve:
                 self._give_back(reserved, reserve - taken)
