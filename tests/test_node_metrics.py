@@ -37,9 +37,10 @@ def test_a_create_and_a_bid_move_both_nodes_counts(net):
     assert grew(after_a, before_a, "node_requests_total", operation="create_offer", outcome="ok")
     assert grew(after_a, before_a, "node_request_seconds_count", operation="create_offer") == 1
     assert grew(after_a, before_a, "node_bids_total", side="maker", via="peer", outcome="filled")
-    assert grew(after_a, before_a, "node_dht_puts_total", outcome="ok") >= 3  # offer, fill, rest
-    assert grew(after_a, before_a, "node_dht_requests_total", kind="put", outcome="ok") >= 3
-    assert grew(after_a, before_a, "node_dht_request_seconds_count", kind="put") >= 3
+    # the offer, its fill and the remainder; a queued version may be overtaken by the next
+    assert grew(after_a, before_a, "node_dht_puts_total", outcome="ok") >= 2
+    assert grew(after_a, before_a, "node_dht_requests_total", kind="put", outcome="ok") >= 2
+    assert grew(after_a, before_a, "node_dht_request_seconds_count", kind="put") >= 2
     assert grew(after_a, before_a, "node_pushes_total", outcome="ok") >= 1
     assert grew(after_a, before_a, "node_peer_call_seconds_count", action="announce") >= 1
     assert value(after_a, "node_own_open_offers") == 1  # the remainder
