@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how this node calls other nodes: Grenache RPC (default) or the REST /peer/*",
     )
     node.add_argument(
+        "--propagation",
+        choices=("gossip", "push"),
+        default=os.environ.get("P2P_OFFERS_PROPAGATION", "push"),
+        help="new versions to <= 8 mesh neighbours who forward them (gossip), or to every node",
+    )
+    node.add_argument(
         "--grape",
         required=True,
         action="append",
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             rpc_port=args.rpc_port,
             peer_transport=args.peer_transport,
+            propagation=args.propagation,
             grape=",".join(args.grape),
             data_dir=args.data_dir,
             host=args.host,

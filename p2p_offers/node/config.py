@@ -30,6 +30,10 @@ class NodeConfig:
     threads: int = 16  # waitress worker threads (and as many Grenache RPC handler threads)
     rpc_port: int | None = None  # Grenache RPC port; None: the REST port + RPC_PORT_OFFSET
     peer_transport: str = "rpc"  # how this node calls peers: "rpc" (Grenache) or "rest"
+    # How new versions spread: "gossip" (to <= 8 mesh neighbours, forwarded on; digest
+    # anti-entropy every sync_interval, the paged sync at start only) or "push" (the owner
+    # to every peer; the paged sync every sync_interval). docs/gossip.md
+    propagation: str = "push"
 
     @property
     def grenache_port(self) -> int:

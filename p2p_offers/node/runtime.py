@@ -25,6 +25,7 @@ from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.gossip import GossipNet
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import REST_NODE_SERVICE, Peers, rest_owner_service
@@ -72,6 +73,7 @@ class Node:
     index: OfferIndex
     intake: Intake
     peers: Peers
+    gossip: GossipNet
     publisher: Publisher
     syncer: Syncer
     # offers, ledger, trading
@@ -111,6 +113,8 @@ class Node:
             self.index.restore_floor(*floor)
         self.maker.load()
         self._announce()
+        if self.gossiping:
+            self.gossip.start()
         self.publisher.start()
         self.desk.start()
         self.replicator.start(self.config.sync_interval_s)
@@ -133,6 +137,7 @@ class Node:
             self.desk.stop()
             self.replicator.stop()
             self.publisher.stop()
+            self.gossip.stop()
             self._flush_seen()
         self.peers.close()
         self.intake.close()
@@ -179,14 +184,20 @@ class Node:
         if foreign:
             self.seen.save(foreign, self.clock())
 
+    @property
+    def gossiping(self) -> bool:
+        return self.config.propagation == "gossip"
+
     def _sync_loop(self) -> None:
+        """The paged sync: every ``sync_interval`` when pushing; when gossiping, only as
+        the node starts (digest rounds keep it in step after that)."""
         while True:
             try:
                 self.syncer.sync_once()
             except Exception:
                 log.exception("sync failed")
             self.synced.set()
-            if self._stopping.wait(self.config.sync_interval_s):
+            if self.gossiping or self._stopping.wait(self.config.sync_interval_s):
                 return
 
     def wake_resolver(self) -> None:
@@ -227,6 +238,8 @@ class Node:
             "announcements": self.intake.counters(),
             "publisher": {"pending": self.publisher.pending(), **self.publisher.stats},
             "sync": self.syncer.stats(),
+            "propagation": self.config.propagation,
+            "gossip": self.gossip.stats(),
             "bids": self.taker.stats(),
             "orders": self.desk.stats(),
             "taking": self.sweeper.stats(),

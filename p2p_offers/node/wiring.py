@@ -16,6 +16,7 @@ from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.gossip import GossipNet
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import Peers
@@ -67,8 +68,15 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.intake = Intake(node.index, node.dht, me, clock)
     services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
     node.peers = Peers(node.dht, node.peer_client, me, services=services)
+    node.gossip = GossipNet(
+        key, node.peers, node.peer_client, node.intake, node.index, round_s=config.sync_interval_s
+    )
     node.publisher = Publisher(
-        node.dht, node.peers, node.peer_client, node.own_offers.mark_published
+        node.dht,
+        node.peers,
+        node.peer_client,
+        node.own_offers.mark_published,
+        gossip=node.gossip if config.propagation == "gossip" else None,
     )
     node.syncer = Syncer(node.peers, node.peer_client, node.intake, node.index)
     # offers: ours (maker) and others' (taker)
