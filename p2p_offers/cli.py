@@ -22,6 +22,12 @@ def _bootstrap_list(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(_host_port(item) for item in text.split(",") if item.strip())
 
 
+def _mesh(text: str) -> tuple[int, int, int]:
+    """``d,d_low,d_high`` of the gossip mesh (docs/gossip.md)."""
+    d, low, high = (int(x) for x in text.split(","))
+    return d, low, high
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}")
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             rpc_port=args.rpc_port,
             peer_transport=args.peer_transport,
             propagation=args.propagation,
+            gossip_mesh=_mesh(os.environ.get("P2P_OFFERS_GOSSIP_MESH", "6,4,8")),
             grape=",".join(args.grape),
             data_dir=args.data_dir,
             host=args.host,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from p2p_offers.gossip.mesh import MeshParams
 from p2p_offers.link import Link
 from p2p_offers.node.ledger.head import LEDGER_SALT
 from p2p_offers.node.ledger.replicator import FeedReplicator
@@ -69,7 +70,13 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
     node.peers = Peers(node.dht, node.peer_client, me, services=services)
     node.gossip = GossipNet(
-        key, node.peers, node.peer_client, node.intake, node.index, round_s=config.sync_interval_s
+        key,
+        node.peers,
+        node.peer_client,
+        node.intake,
+        node.index,
+        round_s=config.sync_interval_s,
+        params=MeshParams(*config.gossip_mesh),
     )
     node.publisher = Publisher(
         node.dht,
