@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--propagation",
         choices=("gossip", "push"),
-        default=os.environ.get("P2P_OFFERS_PROPAGATION", "push"),
+        default=os.environ.get("P2P_OFFERS_PROPAGATION", "gossip"),
         help="new versions to <= 8 mesh neighbours who forward them (gossip), or to every node",
     )
     node.add_argument(

@@ -142,7 +142,7 @@ def test_forged_record_is_counted_not_forwarded_and_envelopes_are_authenticated(
 
 def test_push_node_refuses_gossip(tmp_path) -> None:
     """The old path stays: a --propagation push node answers peerGossip with not_found."""
-    net = Net(tmp_path, grapes=1, nodes=1)
+    net = Net(tmp_path, grapes=1, nodes=1, node_extra=["--propagation", "push"])
     try:
         (node,) = net.nodes
         health = net.get(node, "/health")

@@ -33,7 +33,7 @@ class NodeConfig:
     # How new versions spread: "gossip" (to <= 8 mesh neighbours, forwarded on; digest
     # anti-entropy every sync_interval, the paged sync at start only) or "push" (the owner
     # to every peer; the paged sync every sync_interval). docs/gossip.md
-    propagation: str = "push"
+    propagation: str = "gossip"
     # the mesh's (d, d_low, d_high): gossipsub's 6/4/8 here; smaller only to test a small
     # network with a mesh that does not reach everyone (env P2P_OFFERS_GOSSIP_MESH=3,2,4)
     gossip_mesh: tuple[int, int, int] = (6, 4, 8)
