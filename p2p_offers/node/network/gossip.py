@@ -186,10 +186,10 @@ class GossipNet:
 
     def publish(self, versions: Iterable[Any]) -> None:
         """Our new versions (``Publishable``: offers, the ledger head) to the mesh only."""
+        # just started: do not wait a beat (candidates outside the lock: may look up)
+        candidates = self._candidates() if len(self.mesh) < self.mesh.params.d_low else []
         with self._lock:
-            sends: list[Send] = []
-            if len(self.mesh) < self.mesh.params.d_low:  # just started: do not wait a beat
-                sends += self.router.heartbeat(self._candidates())
+            sends: list[Send] = self.router.heartbeat(candidates) if candidates else []
             for signed in versions:
                 out = self.router.publish(signed.record)
                 self.counts["published"] += 1
@@ -340,10 +340,7 @@ class GossipNet:
             stats = self.router.stats
             return {
                 "mesh": len(self.mesh),
-                "published": self.counts["published"],
-                "sent_by_owner": self.counts["sent_by_owner"],
-                "forwarded": self.counts["forwarded"],
-                "duplicates": self.counts["duplicates"],
+                **{k: self.counts[k] for k in _REPORTED},
                 "new": stats["new"],
                 "known": stats["known"],
                 "invalid": stats["invalid"],
@@ -354,4 +351,17 @@ class GossipNet:
             }
 
 
-_REPORTED = {"published", "sent_by_owner", "forwarded", "duplicates"}
+# always in /health, zero or not (the rest of ``counts`` only once they happen)
+_REPORTED = (
+    "published",
+    "sent_by_owner",
+    "forwarded",
+    "duplicates",
+    "sent_version",
+    "envelopes_sent",
+    "envelopes_failed",
+    "envelopes_received",
+    "refused_signature",
+    "refused_replay",
+    "rounds",
+)
