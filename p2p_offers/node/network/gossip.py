@@ -73,6 +73,7 @@ HEARTBEAT_S = 1.0
 SEEN_TTL_S = 120.0
 SEEN_CAPACITY = 200_000
 SEND_WORKERS = 16
+Queued = tuple[str, tuple[str, int] | None, bytes]  # (message type, version id, encoded)
 
 NEW = (Outcome.APPLIED,)
 KNOWN = (Outcome.STALE, Outcome.DUPLICATE, Outcome.OWN)
@@ -149,7 +150,7 @@ class GossipNet:
             self.me, self.mesh, seen, self.holdings, self._validate, self._lookup, rng
         )
         self._lock = threading.RLock()  # the router, the outboxes, the counters
-        self._outbox: dict[str, deque[bytes]] = {}
+        self._outbox: dict[str, deque[Queued]] = {}
         self._busy: set[str] = set()
         self._last_at: dict[str, int] = {}  # sender -> the last envelope time we accepted
         self._sent_at = 0
@@ -203,12 +204,12 @@ class GossipNet:
     def _dispatch(self, sends: list[Send]) -> None:
         with self._lock:
             for peer, message in sends:
-                self.counts["sent_" + str(message.get("t"))] += 1
                 box = self._outbox.setdefault(peer, deque())
                 if len(box) >= MAX_OUTBOX:
                     box.popleft()
                     self.counts["outbox_dropped"] += 1
-                box.append(wire.encode(message))
+                kind = str(message.get("t"))
+                box.append((kind, wire.claimed_id(message), wire.encode(message)))
                 if peer not in self._busy:
                     self._busy.add(peer)
                     try:
@@ -225,11 +226,13 @@ class GossipNet:
                     self._outbox.pop(peer, None)
                     self._busy.discard(peer)
                     return
-                batch: list[bytes] = [box.popleft()]
-                size = len(batch[0])
-                while box and size + len(box[0]) + 1 <= ENVELOPE_BUDGET:
-                    size += len(box[0]) + 1
-                    batch.append(box.popleft())
+                batch: list[bytes] = []
+                size = 0
+                while box and (not batch or size + len(box[0][2]) + 1 <= ENVELOPE_BUDGET):
+                    kind, _, data = box.popleft()
+                    self.counts["sent_" + kind] += 1
+                    size += len(data) + 1
+                    batch.append(data)
                 self._sent_at = at = max(self.wall_ms(), self._sent_at + 1)
             ok = self._send(peer, at, batch)
             with self._lock:
@@ -239,6 +242,18 @@ class GossipNet:
                 else:
                     self.router.send_failed(peer)
                     self.counts["envelopes_failed"] += 1
+
+    def _withdraw(self, peer: str, ids: set[tuple[str, int]]) -> None:
+        """``peer`` just sent us these versions, so it has them: drop our copies still
+        queued for it (gossipsub v1.2's IDONTWANT, learnt from the duplicate itself).
+        On one busy host most forwards wait behind a request in flight, so this saves
+        a good part of the duplicates."""
+        box = self._outbox.get(peer)
+        if not box or not ids:
+            return
+        kept = deque(q for q in box if q[1] not in ids or q[0] != "version")
+        self.counts["withdrawn"] += len(box) - len(kept)
+        self._outbox[peer] = kept
 
     def _send(self, peer: str, at: int, batch: list[bytes]) -> bool:
         address = next((p.address for p in self.peers.nodes() if p.client_id == peer), None)
@@ -289,6 +304,7 @@ class GossipNet:
                 self._last_at = {s: t for s, t in self._last_at.items() if now - t < 60_000}
             self._last_at[sender] = at
             self.counts["envelopes_received"] += 1
+            self._withdraw(sender, {i for m in messages if (i := wire.claimed_id(m))})
             for data in encoded:
                 before = self.router.stats["duplicate"]
                 out = self.router.handle(sender, data)
@@ -361,6 +377,7 @@ _REPORTED = (
     "envelopes_sent",
     "envelopes_failed",
     "envelopes_received",
+    "withdrawn",
     "refused_signature",
     "refused_replay",
     "rounds",
