@@ -150,6 +150,7 @@ class GossipNet:
             self.me, self.mesh, seen, self.holdings, self._validate, self._lookup, rng
         )
         self._lock = threading.RLock()  # the router, the outboxes, the counters
+        self._idle = threading.Condition(self._lock)  # every outbox drained
         self._outbox: dict[str, deque[Queued]] = {}
         self._busy: set[str] = set()
         self._last_at: dict[str, int] = {}  # sender -> the last envelope time we accepted
@@ -198,6 +199,13 @@ class GossipNet:
                 sends += out
         self._dispatch(sends)
 
+    def flush(self, timeout_s: float) -> bool:
+        """Wait (bounded) until everything queued is sent. The publisher calls it after
+        ``publish`` as it waits for its pushes, so that the DHT put it holds back for
+        ``PUSH_FIRST_S`` does not compete with the owner's sends; True if drained."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._busy, timeout_s)
+
     def _candidates(self) -> list[str]:
         return [p.client_id for p in self.peers.nodes()]
 
@@ -225,6 +233,8 @@ class GossipNet:
                 if not box or self._stopping.is_set():
                     self._outbox.pop(peer, None)
                     self._busy.discard(peer)
+                    if not self._busy:
+                        self._idle.notify_all()
                     return
                 batch: list[bytes] = []
                 size = 0

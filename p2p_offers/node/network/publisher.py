@@ -292,6 +292,7 @@ class Publisher:
             try:
                 if self.gossip is not None:
                     self.gossip.publish(batch.values())
+                    self.gossip.flush(self.client.timeouts.push_s)
                     continue
                 bodies = list(_announcement_bodies(batch.values()))
                 peers = self.peers.nodes()
