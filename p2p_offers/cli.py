@@ -1,12 +1,15 @@
-"""``p2p-offers``: grape, node and start-all. All flags live here, so one file shows the CLI."""
+"""p2p-offers: run a grape, a node or a local network; trade through a node (client/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from p2p_offers.client.cli import add_commands as add_client_commands
+from p2p_offers.client.cli import run as run_client_command
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.node.config import RPC_PORT_OFFSET, NodeConfig, announce_problem
 
@@ -32,6 +35,19 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}")
     return int(text)
+
+
+def _at_least(kind: type[int] | type[float], low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
     node.add_argument("--announce-interval", type=float, default=30.0)
     node.add_argument("--sync-interval", type=float, default=15.0)
+    events = node.add_argument
+    events("--events-clients", type=_at_least(int, 0), default=4, help="GET /events at once")
+    events("--events-keepalive", type=_at_least(float, 0.01), default=15.0, help="s, keepalives")
+    events("--events-max-unsent", type=_at_least(int, 0), default=256 * 1024, help="bytes: slow")
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
     start.add_argument("--grapes", type=int, default=3)
@@ -90,12 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     bed.add_argument("--jitter-ms", type=float, default=0.0, help="round trip within rtt ± this")
     bed.add_argument("--loss-pct", type=float, default=0.0, help="per packet, per direction")
     bed.add_argument("--data-dir", type=Path, default=Path("testbed-data"))
+
+    add_client_commands(sub)  # book, offers, offer, bid, order, trades, account, watch
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "client_run"):
+        return run_client_command(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -132,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             offer_ttl_s=args.offer_ttl,
             announce_interval_s=args.announce_interval,
             sync_interval_s=args.sync_interval,
+            events_clients=args.events_clients,
+            events_keepalive_s=args.events_keepalive,
+            events_max_unsent=args.events_max_unsent,
         )
         try:
             problem = announce_problem(config)  # docs/hardening.md: refuse, do not hide it

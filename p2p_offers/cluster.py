@@ -124,14 +124,18 @@ class Cluster:
     ) -> Proc:
         data_dir = data_dir or self.workdir / f"node-{port}"
         argv = ["node", "--port", str(port), "--grape", grape_url, "--data-dir", str(data_dir)]
-        if "--rpc-port" not in extra:  # port + 1000 may be taken: tests run on free ports
+        if "--rpc-port" not in extra and not (prefix and rpc_port is None):
+            # port + 1000 may be taken: tests run on free ports. Inside a namespace (the test
+            # bed's ``prefix``) this process cannot probe the host's ports; the default holds.
             while rpc_port is None or rpc_port == port:
                 rpc_port = free_ports(1, host)[0]
             argv += ["--rpc-port", str(rpc_port)]
         argv += ["--host", host, *extra]
         proc = self.spawn(name or f"node-{port}", "node", argv, f"http://{host}:{port}", prefix)
-        given = argv[argv.index("--rpc-port") + 1] if "--rpc-port" in argv else None
-        proc.rpc = f"{host}:{given}" if given else None
+        given = (
+            argv[argv.index("--rpc-port") + 1] if "--rpc-port" in argv else port + RPC_PORT_OFFSET
+        )
+        proc.rpc = f"{host}:{given}"
         return proc
 
     def spawn(

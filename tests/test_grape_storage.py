@@ -15,7 +15,8 @@ from p2p_offers import records
 from p2p_offers.cluster import free_port
 from p2p_offers.codec import bencode
 from p2p_offers.grape.config import GrapeConfig
-from p2p_offers.grape.protocol import OK, GrapeProtocol, parse_nodes
+from p2p_offers.grape.protocol import OK, GrapeProtocol
+from p2p_offers.grape.routing import parse_nodes
 from p2p_offers.grape.server import NoPeersError, _majority, start_dht
 from p2p_offers.grape.storage import PeerTable, RecordStorage, is_peer_address, peer_address
 from p2p_offers.records import Record, RecordError, sign

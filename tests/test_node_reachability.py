@@ -16,7 +16,7 @@ from node_helpers import Clock, announcement, foreign_offer, local_node
 from p2p_offers.cluster import free_ports
 from p2p_offers.node.config import NodeConfig, announce_problem
 from p2p_offers.node.network.client import PeerTimeouts
-from p2p_offers.node.network.peers import owner_service
+from p2p_offers.node.network.peers import rest_owner_service
 from p2p_offers.signing import public_hex
 
 
@@ -85,7 +85,7 @@ def test_a_bid_to_an_owner_that_never_answers_is_decided_within_5_s(grape_url, t
         rec = foreign_offer(owner, clock.now)
         assert client.post("/peer/announce", json=announcement(rec)).status_code == 200
         for sock in silent:
-            link.announce(owner_service(public_hex(owner)), sock.getsockname()[1], "127.0.0.1")
+            link.announce(rest_owner_service(public_hex(owner)), sock.getsockname()[1], "127.0.0.1")
         recording = Recording(node.peer_client.transport)
         node.peer_client.transport = recording
         resp = client.post(f"/offers/{rec.id}/bids", json={"amount_btc": "0.1"})

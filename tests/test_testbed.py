@@ -95,7 +95,7 @@ def test_hosts_listen_on_their_own_address_only(tmp_path):
         for host in bed.hosts:
             sockets = run(bed.exec_argv(host, ["ss", "-Hlntu"])).stdout.split("\n")
             local = [line.split()[4] for line in sockets if line.strip()]
-            assert len(local) == 3, local  # grape UDP + grape HTTP + node HTTP
+            assert len(local) == 4, local  # grape UDP + grape HTTP + node REST + node RPC
             assert all(addr.startswith(host.addr + ":") for addr in local), local
         routes = run(bed.exec_argv(bed.hosts[0], ["ip", "route"])).stdout
         assert "default" not in routes and "10.77.0.0/24" in routes

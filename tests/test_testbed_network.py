@@ -69,7 +69,7 @@ def test_announce_on_one_host_lookup_on_the_others(bed, links):
         assert links[0].announce("wan-service", 4321, bed.hosts[0].addr) >= 2
         for link in links:
             assert link.lookup("wan-service") == [f"{bed.hosts[0].addr}:4321"]
-        nodes = sorted(f"{h.addr}:4000" for h in bed.hosts)
+        nodes = sorted(f"{h.addr}:5000" for h in bed.hosts)  # the Grenache RPC port: REST + 1000
         # every node announced itself with the address the others can dial (not 127.0.0.1)
         wait_until(lambda: sorted(links[2].lookup("p2p_offers:node")) == nodes, 20, "nodes")
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from kademlia.node import Node
 
-from p2p_offers.grape.protocol import GrapeProtocol, parse_nodes
+from p2p_offers.grape.protocol import GrapeProtocol
+from p2p_offers.grape.routing import parse_nodes
 
 Call = Callable[[Node, Node], Awaitable[tuple[bool, Any]]]
 

@@ -15,19 +15,14 @@ Why each override exists (see ``notes/kademlia-2.2.3.md``):
 - ``rpc_announce``/``rpc_find_peers`` add one ``host:port`` to a set on the
   storing nodes (BitTorrent's announce_peer) instead of read-merge-write, which
   saves round trips and cannot lose a concurrent announcer;
-- ``welcome_if_new`` hashed keys that already are digests (wrong hand-off
-  targets) and pushed every key at once (store storms): fixed and bounded;
-- upstream adds whatever node id a datagram claims to the routing table, so
-  one socket claiming 1,000 ids filled it with contacts that never answer.
-  Here a contact enters only after it answered *our* ping at the address it
-  claims, as the id it claims; an address holds one id (a few per IP), and a
-  new id replaces the one we knew only once the old one stopped answering;
+- who enters the routing table, and what a newcomer is handed, is decided in
+  ``contacts`` (upstream believed any id a datagram claimed);
 - the RPC timeout follows each contact's measured round trip (``p2p_offers.rtt``,
   RFC 6298, never below ``--rpc-timeout``), and a request that times out is sent
   once more before its contact counts as dead, so neither a WAN round trip nor one
   lost datagram kills a live peer; contacts that timed out are remembered briefly
   so a crawl does not wait for the same dead node again;
-- ``find_neighbors`` (run by every handler) ranks all contacts in one pass;
+- ``find_neighbors`` (run by every handler) ranks all contacts in one pass (``routing``);
 - datagrams are handled synchronously with the C ``msgpack`` (same bytes on
   the wire as rpcudp's pure-Python umsgpack): rpcudp spawns two tasks per
   request, and those plus umsgpack were most of a grape's per-RPC cost.
@@ -39,25 +34,24 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import heapq
-import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
-from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
 from p2p_offers import records
 from p2p_offers.fields import is_seconds
+from p2p_offers.grape.contacts import IDS_PER_IP, ContactAdmission
 from p2p_offers.grape.metrics import GrapeMetrics
-from p2p_offers.grape.storage import TARGET_BYTES, PeerTable, RecordStorage, is_peer_address
+from p2p_offers.grape.routing import GrapeRoutingTable, is_id, is_ip
+from p2p_offers.grape.storage import PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import RecordError
 from p2p_offers.rtt import RtoTable
 
@@ -65,14 +59,8 @@ log = logging.getLogger(__name__)
 
 OK = 0  # rpc_put's code when the record was stored
 DEAD_MEMORY = 30.0  # seconds a contact that timed out is skipped (any message from it clears)
-WELCOME_MEMORY = 60.0  # seconds before the same node id is handed keys again
-WELCOME_LIMIT = 2000  # items handed to one newcomer at most (republish covers the rest)
-WELCOME_PARALLEL = 8  # hand-off stores in flight per newcomer
 MAX_PEERS_REPLY = 200  # addresses per find_peers reply, to stay well inside one datagram
 RESENDS = 1  # a request goes out at most twice before its contact counts as dead
-VERIFY_PARALLEL = 64  # claimed contacts being checked with a ping at once; more wait for later
-VERIFY_COOLDOWN = 5.0  # seconds before a claim from the same address is checked again
-IDS_PER_IP = 4  # node ids of one (non-loopback) IP address in the routing table
 MAX_REQUEST = 8192  # rpcudp's limit on a request body; peers running rpcudp enforce it
 REQUEST, RESPONSE = b"\x00", b"\x01"
 
@@ -106,70 +94,7 @@ class _Sent:
     attempt: int = 0
 
 
-def is_id(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) == TARGET_BYTES
-
-
-def parse_nodes(value: object, exclude: bytes) -> list[Node]:
-    """Contacts from a peer's reply; anything that is not (20-byte id, ip, port) is ignored."""
-    if not isinstance(value, list):
-        return []
-    nodes = []
-    for item in value[:64]:
-        if (
-            isinstance(item, list | tuple)
-            and len(item) == 3
-            and is_id(item[0])
-            and item[0] != exclude
-            and isinstance(item[1], str)
-            and _is_ip(item[1])
-            and type(item[2]) is int
-            and 0 < item[2] < 65536
-        ):
-            nodes.append(Node(item[0], item[1], item[2]))
-    return nodes
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_ip(text: str) -> bool:
-    """Only IP addresses: a host name from a peer would make us resolve it, or fail to send."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-class GrapeRoutingTable(RoutingTable):
-    """Upstream's table; ``find_neighbors`` (run by every handler) ranks all contacts in one
-    pass instead of walking buckets through a generator and comparing addresses per node."""
-
-    def contacts(self) -> list[Node]:
-        return [node for bucket in self.buckets for node in bucket.nodes.values()]
-
-    def find_neighbors(
-        self, node: Node, k: int | None = None, exclude: Node | None = None
-    ) -> list[Node]:
-        """The k contacts closest to ``node`` (never ``node`` itself nor ``exclude``'s address)."""
-        self.buckets[self.get_bucket_for(node)].touch_last_updated()  # as upstream: not lonely
-        target = node.long_id
-        candidates = [
-            c
-            for c in self.contacts()
-            if c.id != node.id and (exclude is None or not c.same_home_as(exclude))
-        ]
-        return heapq.nsmallest(k or self.ksize, candidates, key=lambda c: c.long_id ^ target)
-
-
-class GrapeProtocol(KademliaProtocol):
+class GrapeProtocol(ContactAdmission, KademliaProtocol):
     def __init__(
         self,
         source_node: Node,
@@ -281,7 +206,7 @@ class GrapeProtocol(KademliaProtocol):
         source = self._welcome(sender, nodeid)
         if not is_id(key):
             return {"stored": False, "nodes": []}
-        trusted = isinstance(origin, str) and _is_ip(origin) and self._admitted(source)
+        trusted = isinstance(origin, str) and is_ip(origin) and self._admitted(source)
         who = origin if trusted else sender[0]
         stored = is_peer_address(peer) and is_seconds(ttl) and self.peers.add(key, peer, ttl, who)
         return {"stored": stored, "nodes": self._neighbors(key, source)}
@@ -458,175 +383,3 @@ class GrapeProtocol(KademliaProtocol):
             if not future.done():
                 future.set_result((False, None))
             del self._outstanding[msg_id]
-
-    # -- hand-off to newcomers ---------------------------------------------------------------
-
-    def welcome_if_new(self, node: Node) -> None:
-        """``node`` claims its id at its address (a request from it, or an answer to ours).
-
-        A contact we hold at that very address is refreshed; anything else is only
-        a claim, checked with a ping of our own (``_verify``): a datagram's id and
-        source are whatever its sender chose.
-        """
-        if node.id == self.source_node.id:
-            return
-        if self._admitted(node):
-            self._dead.pop(node.id, None)
-            self.router.add_contact(node)  # moves it to its bucket's tail: recently seen
-            return
-        self._verify(node)
-
-    def _admitted(self, node: Node) -> bool:
-        bucket = self.router.buckets[self.router.get_bucket_for(node)]
-        known = bucket.nodes.get(node.id)
-        return known is not None and (known.ip, known.port) == (node.ip, node.port)
-
-    def _all_contacts(self) -> list[Node]:
-        """Contacts and replacement contacts (upstream promotes the latter unasked)."""
-        return [
-            node
-            for bucket in self.router.buckets
-            for nodes in (bucket.nodes, bucket.replacement_nodes)
-            for node in nodes.values()
-        ]
-
-    def _verify(self, node: Node) -> None:
-        """Ping the claimed address in the background; one check per address at a time,
-        none again for ``VERIFY_COOLDOWN``, at most ``VERIFY_PARALLEL`` in flight: a flood
-        of claims costs us a bounded number of pings and never reaches the table."""
-        address = (node.ip, node.port)
-        now = time.monotonic()
-        if (
-            address in self._verifying
-            or len(self._verifying) >= VERIFY_PARALLEL
-            or self._checked.get(address, 0.0) > now
-        ):
-            return
-        self._verifying.add(address)
-        if len(self._checked) > 10_000:
-            self._checked = {a: t for a, t in self._checked.items() if t > now}
-        self._checked[address] = now + VERIFY_COOLDOWN
-        if not self._background(self._check(address)):
-            self._verifying.discard(address)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> bool:
-        """Run ``work`` as a task of ours; without a running loop (handlers called directly
-        in unit tests) there is nobody to talk to, and it is dropped."""
-        try:
-            task = asyncio.get_running_loop().create_task(work)
-        except RuntimeError:
-            work.close()
-            return False
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return True
-
-    async def _check(self, address: tuple[str, int]) -> None:
-        try:
-            ok, answer = await self.request(address, "ping", self.source_node.id)
-        finally:
-            self._verifying.discard(address)
-        if ok and is_id(answer):
-            self.metrics.checked("admitted" if self.admit_answer(address, answer) else "refused")
-        else:
-            self.metrics.checked("silent")
-
-    def admit_answer(self, address: tuple[str, int], node_id: bytes) -> bool:
-        """``address`` answered our ping as ``node_id``: that is who lives there now.
-
-        - another id we held at this address no longer answers there: it goes;
-        - the same id held at another address keeps its place while it answers
-          there (checked with a ping); only if it does not is it moved here;
-        - a non-loopback IP holds at most ``ids_per_ip`` ids (loopback is this
-          machine's own processes, as in tests and ``start-all``).
-
-        True if it is (or may yet be, once a moved id's old address was asked) admitted.
-        """
-        if node_id == self.source_node.id:
-            return False
-        node = Node(node_id, address[0], address[1])
-        moved: Node | None = None
-        same_ip = 0
-        for other in self._all_contacts():
-            here = (other.ip, other.port) == address
-            if here and other.id != node_id:
-                self.router.remove_contact(other)
-            elif other.id == node_id and not here:
-                moved = other
-            elif other.ip == address[0] and not here:
-                same_ip += 1
-        if moved is not None:
-            return self._background(self._move(moved, node))  # decided once the old one answers
-        if same_ip >= self.ids_per_ip and not _is_loopback(address[0]):
-            return False
-        self._admit(node)
-        return True
-
-    async def _move(self, old: Node, new: Node) -> None:
-        ok, answer = await self.request((old.ip, old.port), "ping", self.source_node.id)
-        if ok and answer == old.id:
-            return  # the id still answers where we knew it: the newcomer is an impostor
-        self.router.remove_contact(old)
-        self.admit_answer((new.ip, new.port), new.id)
-
-    def _admit(self, node: Node) -> None:
-        """Add a verified contact; hand a newcomer the items it is now responsible for.
-
-        Upstream built ``Node(digest(key))`` for keys that already are digests, so
-        it handed the wrong keys to the wrong nodes, and it pushed them all at once.
-        Here the target is the key itself, a node id is welcomed at most once per
-        ``WELCOME_MEMORY``, and the hand-off is one bounded background task.
-        """
-        self._dead.pop(node.id, None)
-        new = self.router.is_new_node(node)
-        self.router.add_contact(node)
-        if not new:
-            return
-        now = time.monotonic()
-        if self._welcomed.get(node.id, 0.0) > now or not (len(self.storage) or len(self.peers)):
-            return
-        if len(self._welcomed) > 10_000:
-            self._welcomed = {k: t for k, t in self._welcomed.items() if t > now}
-        self._welcomed[node.id] = now + WELCOME_MEMORY
-        self._background(self._hand_off(node))
-
-    def _newcomer_is_close(self, node: Node, key: bytes, others: list[int]) -> bool:
-        """Section 2.5 of the paper: the newcomer is among the k closest and we are the closest.
-
-        ``others`` are the long ids of our other contacts; one pass over plain ints
-        per key, because a newcomer may be handed thousands of keys.
-        """
-        target = int.from_bytes(key, "big")
-        ours, theirs = self.source_node.long_id ^ target, node.long_id ^ target
-        closer_than_newcomer = 0
-        for other in others:
-            distance = other ^ target
-            if distance < ours:
-                return False
-            closer_than_newcomer += distance < theirs
-        return closer_than_newcomer < self.router.ksize
-
-    async def _hand_off(self, node: Node) -> None:
-        """Send the newcomer its items a few at a time; stop at the first timeout (it left)."""
-        gate = asyncio.Semaphore(WELCOME_PARALLEL)
-        state = {"gone": False, "sent": 0}
-
-        async def send(call: Callable[..., Any], *args: Any) -> None:
-            async with gate:
-                if not state["gone"]:
-                    ok, _ = await call(node, *args)
-                    state["gone"] = not ok
-
-        items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-            (self.call_put, (key, value, None, left)) for key, value, left in self.storage.items()
-        ]
-        items += [(self.call_announce, item) for item in self.peers.items()]
-        others = [c.long_id for c in self.router.contacts() if c.id != node.id]
-        sends = []
-        for index, (call, args) in enumerate(items):
-            if index % 256 == 255:
-                await asyncio.sleep(0)  # thousands of keys must not stall the loop
-            if state["sent"] < WELCOME_LIMIT and self._newcomer_is_close(node, args[0], others):
-                state["sent"] += 1
-                sends.append(send(call, *args))
-        await asyncio.gather(*sends)

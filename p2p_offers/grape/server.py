@@ -36,7 +36,8 @@ from p2p_offers import records
 from p2p_offers.grape.config import GrapeConfig
 from p2p_offers.grape.crawling import Call, Crawl
 from p2p_offers.grape.metrics import GrapeMetrics
-from p2p_offers.grape.protocol import MAX_PEERS_REPLY, OK, GrapeProtocol, is_id
+from p2p_offers.grape.protocol import MAX_PEERS_REPLY, OK, GrapeProtocol
+from p2p_offers.grape.routing import is_id
 from p2p_offers.grape.storage import PeerTable, RecordStorage, is_peer_address
 from p2p_offers.records import Record, RecordError
 

@@ -38,6 +38,13 @@ class NodeConfig:
     # network with a mesh that does not reach everyone (env P2P_OFFERS_GOSSIP_MESH=3,2,4)
     gossip_mesh: tuple[int, int, int] = (6, 4, 8)
 
+    # GET /events (node/http/events.py): each stream holds a server thread, so at most this
+    # many at once (and never more than half the threads); a keepalive comment this often;
+    # a client with more than this many bytes sent to it but not read is dropped as slow.
+    events_clients: int = 4
+    events_keepalive_s: float = 15.0
+    events_max_unsent: int = 256 * 1024
+
     @property
     def grenache_port(self) -> int:
         """Where the node answers Grenache RPC (and announces p2p_offers:node)."""

@@ -240,6 +240,12 @@ class DhtUnavailable(DomainError):
     code = "dht_unavailable"
 
 
+class TooManyClients(DomainError):
+    """Every event stream slot (``GET /events``) is taken: each holds a server thread."""
+
+    code = "too_many_clients"
+
+
 class Internal(DomainError):
     """A bug: logged with its traceback where it happened, answered without one."""
 

@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 from p2p_offers.link import GrapeError
 from p2p_offers.node import wiring
 from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.network.client import PeerClient
@@ -84,6 +85,7 @@ class Node:
     sweeper: Sweeper
     desk: OrderDesk
     uncrosser: Uncrosser
+    events: EventHub
 
     def __init__(
         self,
@@ -129,6 +131,7 @@ class Node:
             return
         self._stopping.set()
         self._resolve_now.set()
+        self.events.close()
         self.dht.stop_announcing()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -251,4 +254,5 @@ class Node:
             },
             "http": {"client_failures": sum(self.edge_counts.values()), **self.edge_counts},
             "dht": {**self.dht.status(), "put_error": self.publisher.put_state()},
+            "events": self.events.stats(),
         }

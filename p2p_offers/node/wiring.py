@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from p2p_offers.gossip.mesh import MeshParams
 from p2p_offers.link import Link
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.head import LEDGER_SALT
 from p2p_offers.node.ledger.replicator import FeedReplicator
 from p2p_offers.node.ledger.store import LedgerStore
@@ -110,6 +111,8 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     # Half the server threads may wait for the worker; the rest stay free for peers.
     node.desk = OrderDesk(node.orders, node.maker, node.sweeper, clock, max(1, config.threads // 2))
     node.uncrosser = Uncrosser(me, node.index, node.maker, node.sweeper, node.desk)
+    # what GET /events tells: each stream holds a server thread, so at most half of them
+    node.events = EventHub(max(0, min(config.events_clients, config.threads // 2)))
     connect(node)
 
 
@@ -129,3 +132,9 @@ def connect(node: Node) -> None:
     # a bid in doubt settled: its order learns the outcome; a new one wakes the resolver
     node.taker.resolved.connect(node.desk.doubt_resolved)
     node.taker.doubted.connect(node.wake_resolver)
+    # the event stream: book changes (under the index lock, in order), our fills, trades
+    node.index.changed.connect(node.events.on_book)
+    node.maker.recording_fills.connect(node.events.on_maker_fills)
+    node.taker.filled.connect(node.events.on_taker_fill)
+    node.ledger.recorded.connect(node.events.on_entries)
+    node.replicator.pulled.connect(node.events.on_entries)

@@ -28,9 +28,11 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
 from p2p_offers.node import errors
 from p2p_offers.node.config import MIN_OFFER_TTL_S, NodeConfig
+from p2p_offers.node.http.events import events_api
 from p2p_offers.node.http.exchange_routes import exchange
 from p2p_offers.node.http.offer_routes import public
 from p2p_offers.node.http.openapi import openapi
+from p2p_offers.node.http.page import page
 from p2p_offers.node.http.peer_routes import peer
 from p2p_offers.node.http.registry import EXTENSION, Api, invalid_input
 from p2p_offers.node.http.rpc import start_rpc
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 
 meta = Api("meta")
-APIS = [public, peer, exchange, meta]
+APIS = [public, peer, exchange, events_api, meta]
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "offer_id": {"type": "string"},
     "order_id": {"type": "string"},
@@ -71,7 +73,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> Flask:
         from p2p_offers.node.runtime import Node
 
         node = Node(config)
-    app = Flask("p2p_offers.node")
+    app = Flask("p2p_offers.node", static_folder=None)  # the page serves its own (page.py)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
@@ -79,6 +81,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> Flask:
     _register_errors(app)
     for api in APIS:
         app.register_blueprint(api.blueprint)
+    app.register_blueprint(page)  # the web page at / (not part of the API document)
     return app
 
 
@@ -140,11 +143,14 @@ def serve(config: NodeConfig) -> int:
         port=config.port,
         threads=config.threads,
         connection_limit=1000,
+        # read on while a request runs, so a client that hangs up on GET /events is seen at once
+        channel_request_lookahead=1,
         asyncore_use_poll=True,
         ident="p2p-offers",
     )
 
     def stop(signum: int, frame: object) -> None:
+        node.events.close()  # end the event streams now: waitress waits for running threads
         raise SystemExit(0)  # waitress's run() catches it and closes its sockets
 
     quiet_client_failures(node.edge_counts)

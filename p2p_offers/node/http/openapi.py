@@ -15,7 +15,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from p2p_offers.node import errors
-from p2p_offers.node.http.registry import Api, Operation
+from p2p_offers.node.http.registry import JSON, Api, Operation
 from p2p_offers.node.http.schemas import ErrorOut
 from p2p_offers.node.http.status import DESCRIPTIONS, status_of
 
@@ -97,6 +97,8 @@ def _responses(
         ok: dict[str, Any] = {"description": _OK.get(status, "OK")}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": refs[(op.response, "validation")]}}
+        elif op.media != JSON:
+            ok["content"] = {op.media: {"schema": {"type": "string"}}}
         responses[str(status)] = ok
     raised: set[type[errors.DomainError]] = set(op.raises)
     if op.body or op.query or _PATH_PARAM.search(op.path):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node
 
 EXTENSION = "p2p_offers"  # app.extensions key of the running node
+JSON = "application/json"
 
 Handler = Callable[..., Any]
 
@@ -44,6 +45,7 @@ class Operation:
     auth: bool
     on_invalid: Callable[[Node], None] | None
     accepted: bool  # may answer 202 (work still queued) instead of ``status``
+    media: str  # the success answer's content type (the handler returns a Response if not JSON)
 
 
 class Api:
@@ -65,6 +67,7 @@ class Api:
         auth: bool = False,
         on_invalid: Callable[[Node], None] | None = None,
         accepted: bool = False,
+        media: str = JSON,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             op = Operation(
@@ -80,6 +83,7 @@ class Api:
                 auth,
                 on_invalid,
                 accepted,
+                media,
             )
             self.operations.append(op)
             self.blueprint.add_url_rule(path, handler.__name__, _view(op), methods=[method])

@@ -23,6 +23,7 @@ STATUS: Final[dict[type[errors.DomainError], int]] = {
     errors.Internal: 500,
     errors.PeerFailure: 502,
     errors.DhtUnavailable: 503,
+    errors.TooManyClients: 503,
 }
 
 DESCRIPTIONS: Final[dict[int, str]] = {
@@ -35,7 +36,7 @@ DESCRIPTIONS: Final[dict[int, str]] = {
     413: "body too large",
     500: "internal error",
     502: "the owner (another node) did not answer usefully",
-    503: "DHT unavailable",
+    503: "unavailable: the DHT, or (GET /events) every stream slot",
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from p2p_offers.fields import DocError, is_public_key
-from p2p_offers.ledger import Feed, ForkError, GapError, LedgerError, entry_hash
+from p2p_offers.ledger import Feed, ForkError, GapError, LedgerEntry, LedgerError, entry_hash
 from p2p_offers.link import GrapeError
 from p2p_offers.node import errors
 from p2p_offers.node.ledger.head import SignedHead, parse_head, sign_head
@@ -34,6 +34,7 @@ from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.node.network.peers import Peers
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.network.transport import TransportError
+from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.ledger import FeedState, LedgerRows
 from p2p_offers.records import INVALID_SIGNATURE, Record, RecordError
 from p2p_offers.signing import public_hex
@@ -77,6 +78,8 @@ class FeedReplicator:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.counts: Counter[str] = Counter()
+        # another maker's entries, once verified and stored (what the event stream tells)
+        self.pulled: Signal[[list[LedgerEntry]]] = Signal("foreign entries stored")
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -240,13 +243,15 @@ class FeedReplicator:
                 self._count("invalid")
                 return 0
             if added:
+                new = feed.entries_from(before + 1)
                 try:
-                    self.ledger.add(feed.entries_from(before + 1))
+                    self.ledger.add(new)
                 except Exception:
                     with self._lock:  # memory ran ahead of the disk: reload next time
                         self._feeds.pop(owner, None)
                     raise
                 self._count("pulled", added)
+                self.pulled.emit(list(new))
             return added
 
     def _feed(self, owner: str) -> Feed:

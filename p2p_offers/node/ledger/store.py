@@ -39,6 +39,8 @@ class LedgerStore:
         self.key = key
         self.me = public_hex(key)
         self.appended: Signal[[FeedState]] = Signal("own feed appended")
+        # the entries themselves, after the same commit (what the event stream tells)
+        self.recorded: Signal[[list[LedgerEntry]]] = Signal("own entries recorded")
 
     def append_own(self, tx: Tx, fills: list[StoredFill]) -> None:
         """Inside the fill's transaction: one entry per receipt we made, in commit order.
@@ -52,12 +54,15 @@ class LedgerStore:
             return
         head: LedgerEntry | None = self.rows.head(tx, self.me)
         head_hash = ""
+        entries: list[LedgerEntry] = []
         for receipt in made:
             head = ledger.append(self.key, head, receipt.to_wire(), receipt.ts)
             head_hash = self.rows.insert(tx, head)
+            entries.append(head)
         assert head is not None
         state = FeedState(self.me, head["height"], head_hash)
         tx.after_commit(lambda: self.appended.emit(state))
+        tx.after_commit(lambda: self.recorded.emit(entries))
 
     # -- reads ---------------------------------------------------------------------------
 

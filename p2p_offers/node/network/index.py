@@ -26,9 +26,11 @@ from sortedcontainers import SortedList
 
 from p2p_offers.book import Book, Entry
 from p2p_offers.node.network.outcomes import Outcome
+from p2p_offers.node.signals import Signal
 from p2p_offers.offers import OPEN, SignedOffer
 
 HISTORY_MAX = 64
+CHANGED, DROPPED = "changed", "dropped"  # what ``OfferIndex.changed`` says happened
 T = TypeVar("T")
 
 APPLIED, STALE, CONFLICT, EXPIRED = (
@@ -92,6 +94,10 @@ class OfferIndex:
         self._expiry: list[tuple[int, str]] = []  # (expires, id), lazily invalidated
         self._closed: deque[tuple[int, str]] = deque()  # (closed at, id)
         self._dirty: set[str] = set()  # ids applied since the last take_dirty()
+        # (version, CHANGED or DROPPED) for every version applied and every offer the sweep
+        # drops as expired. Emitted under the index lock, so listeners see the changes in
+        # the order they happened; a listener must be quick and take no lock of the node's.
+        self.changed: Signal[[SignedOffer, str]] = Signal("book changed")
 
     # -- writes --------------------------------------------------------------------------
 
@@ -138,6 +144,7 @@ class OfferIndex:
                     self._open_ids.add(offer.id)
             else:
                 self._close(offer.id, now)
+            self.changed.emit(signed, CHANGED)
             return APPLIED
 
     def _close(self, offer_id: str, now: int) -> None:
@@ -158,6 +165,7 @@ class OfferIndex:
                     self._open_ids.discard(offer_id)
                     del self._held[offer_id]
                     dropped += 1
+                    self.changed.emit(held.signed, DROPPED)
                 elif held is None and self._floors.get(offer_id, ("", 0, now + 1))[2] <= now:
                     del self._floors[offer_id]
             cutoff = now - self._closed_keep_ms

@@ -74,6 +74,7 @@ class Taker:
         # (bid, receipt or None if unfilled) when a bid in doubt is settled
         self.resolved: Signal[[Bid, Receipt | None]] = Signal("bid in doubt resolved")
         self.doubted: Signal[[]] = Signal("a bid went in doubt")  # wakes the resolver
+        self.filled: Signal[[StoredFill]] = Signal("taker fill recorded")  # once per receipt
 
     def bid(self, offer_id: str, amount: int) -> Receipt:
         held = self.index.get(offer_id)
@@ -122,7 +123,9 @@ class Taker:
             except errors.DomainError as exc:
                 raise self._undecided(bid, f"the owner answered {exc.code}") from None
             receipt = self._check(bid, reply)
-            self.receipts.add(StoredFill(bid, receipt, Role.TAKER))
+            fill = StoredFill(bid, receipt, Role.TAKER)
+            if self.receipts.add(fill):
+                self.filled.emit(fill)
             self._settled(bid, receipt)
             return receipt
         if doubt:
