@@ -216,3 +216,26 @@ def test_a_neighbour_that_is_down_leaves_the_mesh(line) -> None:
         settle([a])
     assert b.me not in a.mesh
     assert a.stats()["envelopes_failed"] == 3
+
+
+def test_a_neighbour_back_from_the_dead_is_let_in_by_its_signed_graft(line) -> None:
+    """A node dropped after failed sends (and backed off for 60 s) restarts and grafts:
+    it is taken back at once, not pruned for a minute (it would gossip with nobody)."""
+    directory, a, b, _ = line
+    directory.down.add(b.me)
+    for _ in range(3):
+        a._dispatch([(b.me, wire.graft())])
+        settle([a])
+    assert b.me not in a.mesh
+    directory.down.discard(b.me)
+    send(b.key, a, wire.graft())
+    settle([a, b])
+    assert b.me in a.mesh
+    assert a.stats().get("sent_prune", 0) == 0
+    # a candidate in backoff is still not picked by a refresh (only a live GRAFT lifts it)
+    c = make_net(directory)
+    a.mesh.prune(b.me)
+    assert b.me not in a.mesh
+    a.router.heartbeat([b.me, c.me])
+    assert b.me not in a.mesh
+    c.stop()

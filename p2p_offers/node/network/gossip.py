@@ -315,6 +315,13 @@ class GossipNet:
             self._last_at[sender] = at
             self.counts["envelopes_received"] += 1
             self._withdraw(sender, {i for m in messages if (i := wire.claimed_id(m))})
+            if any(m.get("t") == "graft" for m in messages):
+                # The mesh's backoff keeps a peer that failed (or pruned us) from coming
+                # back through DHT refreshes for 60 s. A signed GRAFT proves it is alive
+                # and wants us: without this, a node restarted within the backoff is
+                # refused by every neighbour and gossips with nobody for a minute. (The
+                # core has no call for it; ``Mesh`` should grow one.)
+                self.mesh._backoff.pop(sender, None)
             for data in encoded:
                 before = self.router.stats["duplicate"]
                 out = self.router.handle(sender, data)
