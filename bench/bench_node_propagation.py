@@ -12,6 +12,11 @@ cancelled and the next sample waits until no node lists it, so books stay small 
 samples do not overlap. The source node rotates.
 
 Targets (issue 3): p50 <= 10 ms / p99 <= 30 ms at 3 nodes; p50 <= 15 / p99 <= 60 ms at 10.
+
+``--propagation push,gossip`` (the default) runs every size once per mode in the same
+run (issue 8.3), and reports the messages the owner sent per version (push: one per peer;
+gossip: one per mesh neighbour) and, for gossip, all version messages sent per version
+(every node forwarding once), from the nodes' own /health counters.
 """
 
 from __future__ import annotations
@@ -96,10 +101,52 @@ async def learn_owners(session: aiohttp.ClientSession, urls: list[str], timeout:
     return owners
 
 
-async def run_size(nodes: int, rounds: int, samples: int, poll_s: float, timeout: float):
-    with network(nodes) as net:
+async def healths(session: aiohttp.ClientSession, urls: list[str]) -> list[dict]:
+    return list(await asyncio.gather(*(expect(session, "GET", f"{u}/health") for u in urls)))
+
+
+async def meshed(session: aiohttp.ClientSession, urls: list[str]) -> bool:
+    """Every node sees the others and (when gossiping) has grafted its mesh."""
+    want = min(len(urls) - 1, 4)
+    return all(
+        h["peers"] == len(urls) - 1
+        and (h["propagation"] != "gossip" or h["gossip"]["mesh"] >= want)
+        for h in await healths(session, urls)
+    )
+
+
+def messages(before: list[dict], after: list[dict], versions: int) -> dict:
+    """Messages per version, from the counters (``versions`` = offers created + cancelled)."""
+
+    def delta(*path: str) -> int:
+        def get(h: dict) -> int:
+            for key in path:
+                h = h.get(key, {})
+            return h if isinstance(h, int) else 0
+
+        return sum(get(a) - get(b) for a, b in zip(after, before, strict=True))
+
+    if after[0]["propagation"] == "push":
+        per = delta("publisher", "pushed") / versions
+        return {"owner_per_version": round(per, 2), "total_per_version": round(per, 2)}
+    published = delta("gossip", "published") or 1
+    return {
+        "owner_per_version": round(delta("gossip", "sent_by_owner") / published, 2),
+        "total_per_version": round(delta("gossip", "sent_version") / published, 2),
+        "envelopes_per_version": round(delta("gossip", "envelopes_sent") / published, 2),
+        "duplicates_per_version": round(delta("gossip", "duplicates") / published, 2),
+        "published": published,
+    }
+
+
+async def run_size(
+    nodes: int, rounds: int, samples: int, poll_s: float, timeout: float, mode: str = "push"
+):
+    with network(nodes, node_extra=["--propagation", mode]) as net:
         async with http() as session:
+            await wait_for(lambda: meshed(session, net.urls), 30, 0.2)
             owners = await learn_owners(session, net.urls, timeout)
+            before = await healths(session, net.urls)
             per_round, visible_all, reply_all, after_all = [], [], [], []
             for r in range(rounds):
                 visible, reply = [], []
@@ -111,11 +158,14 @@ async def run_size(nodes: int, rounds: int, samples: int, poll_s: float, timeout
                 visible_all += visible
                 reply_all += reply
                 after_all += [max(0.0, v - p) for v, p in zip(visible, reply, strict=True)]
-                log(f"{nodes} nodes, round {r + 1}: {per_round[-1]}")
+                log(f"{nodes} nodes {mode}, round {r + 1}: {per_round[-1]}")
+            sent = messages(before, await healths(session, net.urls), 2 * rounds * samples)
     p50_target, p99_target = TARGETS.get(nodes, (None, None))
     pooled = summarize(visible_all)
     return {
         "nodes": nodes,
+        "propagation": mode,
+        "messages": sent,
         "visible_on_all": pooled,
         "visible_on_all_median_of_rounds": median_of(per_round),
         "reply": summarize(reply_all),
@@ -134,12 +184,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40, help="offers per round")
     parser.add_argument("--poll-ms", type=float, default=1.0, help="pause between polls")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--propagation", default="push,gossip", help="modes, comma-separated")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
+    poll = args.poll_ms / 1000
     results = [
-        asyncio.run(run_size(n, args.rounds, args.samples, args.poll_ms / 1000, args.timeout))
+        asyncio.run(run_size(n, args.rounds, args.samples, poll, args.timeout, mode))
         for n in sizes
+        for mode in args.propagation.split(",")
     ]
     emit(
         {

@@ -27,6 +27,12 @@ def _bootstrap_list(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(_host_port(item) for item in text.split(",") if item.strip())
 
 
+def _mesh(text: str) -> tuple[int, int, int]:
+    """``d,d_low,d_high`` of the gossip mesh (docs/gossip.md)."""
+    d, low, high = (int(x) for x in text.split(","))
+    return d, low, high
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}")
@@ -80,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("rpc", "rest"),
         default=os.environ.get("P2P_OFFERS_PEER_TRANSPORT", "rpc"),
         help="how this node calls other nodes: Grenache RPC (default) or the REST /peer/*",
+    )
+    node.add_argument(
+        "--propagation",
+        choices=("gossip", "push"),
+        default=os.environ.get("P2P_OFFERS_PROPAGATION", "gossip"),
+        help="new versions to <= 8 mesh neighbours who forward them (gossip), or to every node",
     )
     node.add_argument(
         "--grape",
@@ -157,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             rpc_port=args.rpc_port,
             peer_transport=args.peer_transport,
+            propagation=args.propagation,
+            gossip_mesh=_mesh(os.environ.get("P2P_OFFERS_GOSSIP_MESH", "6,4,8")),
             grape=",".join(args.grape),
             data_dir=args.data_dir,
             host=args.host,

@@ -19,13 +19,18 @@ from p2p_offers.node.http.app import create_app
 from p2p_offers.node.runtime import Node
 
 
-def test_two_nodes_trade_and_replicate_without_a_grape(tmp_path) -> None:
+@pytest.mark.parametrize("propagation", ["gossip", "push"])
+def test_two_nodes_trade_and_replicate_without_a_grape(tmp_path, propagation) -> None:
     dht, transport = MemoryDht(), AppTransport()
     nodes, clients = [], []
     for name in ("a", "b"):
         port = free_ports(1)[0]
         config = NodeConfig(
-            port=port, grape="http://127.0.0.1:1", data_dir=tmp_path / name, sync_interval_s=0.5
+            port=port,
+            grape="http://127.0.0.1:1",
+            data_dir=tmp_path / name,
+            sync_interval_s=0.5,
+            propagation=propagation,
         )
         node = Node(config, dht=dht, transport=transport)
         app = create_app(config, node)
@@ -56,7 +61,8 @@ def test_two_nodes_trade_and_replicate_without_a_grape(tmp_path) -> None:
         assert clients[1].get("/ledger/verify").json["ok"] is True
         rest = wait_until(lambda: b.index.get(receipt["remainder"]), 10, "the remainder on b")
         assert rest.signed.offer.amount == 75_000_000
-        assert {action for _, action in transport.calls} >= {"identify", "announce", "bid"}
+        spread = "gossip" if propagation == "gossip" else "announce"
+        assert {action for _, action in transport.calls} >= {"identify", spread, "bid"}
         assert dht.records  # the versions were put, under BEP44's rules
     finally:
         for node in nodes:

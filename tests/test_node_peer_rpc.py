@@ -38,7 +38,8 @@ class Recording(HttpTransport):
         return super().post(address, body, headers, timeout)
 
 
-def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path) -> None:
+@pytest.mark.parametrize("propagation", ["gossip", "push"])
+def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path, propagation) -> None:
     dht, wire = MemoryDht(), Recording()
     nodes, clients, servers = [], [], []
     ports = free_ports(4)
@@ -49,6 +50,7 @@ def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path) -> None:
             grape="http://127.0.0.1:1",
             data_dir=tmp_path / name,
             sync_interval_s=0.5,
+            propagation=propagation,
         )
         node = Node(config, dht=dht, transport=GrenacheTransport(wire))
         app = create_app(config, node)
@@ -81,7 +83,8 @@ def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path) -> None:
         assert clients[1].get("/ledger/verify").json["ok"] is True
         wait_until(lambda: b.index.get(receipt["remainder"]), 10, "the remainder on b")
         used = set(wire.actions)
-        assert used >= {"health", "peerAnnounce", "peerBid", "peerOffers", "peerFeed"}, used
+        spread = "peerGossip" if propagation == "gossip" else "peerAnnounce"
+        assert used >= {"health", spread, "peerBid", "peerOffers", "peerFeed"}, used
     finally:
         for rpc in rpcs:
             rpc.stop()

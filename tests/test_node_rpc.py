@@ -66,12 +66,12 @@ def test_actions_answer_exactly_what_rest_does(net):
     assert call(net, a, "getBook") == net.get(a, "/book")
     updated = call(net, a, "updateOffer", id=created["id"], price_usd="31500.00")
     assert updated["price_usd"] == "31500.00"
-    wait_until(
+    wait_until(  # the updated version (b may list the first one already)
         lambda: any(
-            (o["id"], o["seq"]) == (updated["id"], updated["seq"])
+            o["id"] == updated["id"] and o["seq"] == updated["seq"]
             for o in call(net, b, "listOffers")["offers"]
         ),
-        what="the repriced offer to reach b",  # b bids on the version it holds
+        what="the update to reach b",
     )
     receipt = call(net, b, "placeBid", offer_id=updated["id"], amount_btc="0.2")
     assert (receipt["amount_btc"], receipt["price_usd"]) == ("0.20000000", "31500.00")

@@ -34,6 +34,13 @@ class NodeConfig:
     max_offers_per_owner: int = 1000
     push_rate: float = 2000.0  # records pushed per second per peer address, sustained
     push_burst: int = 20_000  # records a quiet peer address may push at once
+    # How new versions spread: "gossip" (to <= 8 mesh neighbours, forwarded on; digest
+    # anti-entropy every sync_interval, the paged sync at start only) or "push" (the owner
+    # to every peer; the paged sync every sync_interval). docs/gossip.md
+    propagation: str = "gossip"
+    # the mesh's (d, d_low, d_high): gossipsub's 6/4/8 here; smaller only to test a small
+    # network with a mesh that does not reach everyone (env P2P_OFFERS_GOSSIP_MESH=3,2,4)
+    gossip_mesh: tuple[int, int, int] = (6, 4, 8)
 
     # GET /events (node/http/events.py): each stream holds a server thread, so at most this
     # many at once (and never more than half the threads); a keepalive comment this often;

@@ -27,6 +27,7 @@ from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.metrics import NodeMetrics
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.gossip import GossipNet
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import REST_NODE_SERVICE, Peers, rest_owner_service
@@ -77,6 +78,7 @@ class Node:
     index: OfferIndex
     intake: Intake
     peers: Peers
+    gossip: GossipNet
     publisher: Publisher
     syncer: Syncer
     # offers, ledger, trading
@@ -118,6 +120,8 @@ class Node:
             self.index.restore_floor(*floor)
         self.maker.load()
         self._announce()
+        if self.gossiping:
+            self.gossip.start()
         self.publisher.start()
         self.desk.start()
         self.replicator.start(self.config.sync_interval_s)
@@ -141,6 +145,7 @@ class Node:
             self.desk.stop()
             self.replicator.stop()
             self.publisher.stop()
+            self.gossip.stop()
             self._flush_seen()
         self.peers.close()
         self.intake.close()
@@ -187,14 +192,23 @@ class Node:
         if foreign:
             self.seen.save(foreign, self.clock())
 
+    @property
+    def gossiping(self) -> bool:
+        return self.config.propagation == "gossip"
+
     def _sync_loop(self) -> None:
-        """A full pull every interval; in between, from peers that came up since (``sync_new``)."""
+        """The paged sync: a full pull as the node starts, and again every ``sync_interval``
+        when pushing (when gossiping, digest rounds keep the book in step after the first);
+        in between, a pull from each peer that came up since (``sync_new``), so a network
+        restarted all at once fills every book without waiting for an interval."""
+        full = True
         while True:
-            try:
-                self.syncer.sync_once()
-            except Exception:
-                log.exception("sync failed")
-            self.synced.set()
+            if full:
+                try:
+                    self.syncer.sync_once()
+                except Exception:
+                    log.exception("sync failed")
+                self.synced.set()
             deadline = time.monotonic() + self.config.sync_interval_s
             while (left := deadline - time.monotonic()) > 0:
                 if self._stopping.wait(min(left, NEW_PEER_CHECK_S)):
@@ -205,6 +219,7 @@ class Node:
                     log.exception("sync from new peers failed")
             if self._stopping.is_set():
                 return
+            full = not self.gossiping
 
     def wake_resolver(self) -> None:
         """A bid just went in doubt: its first back-off resend is due soon."""
@@ -255,6 +270,8 @@ class Node:
             "announcements": self.intake.counters(),
             "publisher": {"pending": self.publisher.pending(), **self.publisher.stats},
             "sync": self.syncer.stats(),
+            "propagation": self.config.propagation,
+            "gossip": self.gossip.stats(),
             "bids": self.taker.stats(),
             "orders": self.desk.stats(),
             "taking": self.sweeper.stats(),

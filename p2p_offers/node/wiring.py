@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from p2p_offers.gossip.mesh import MeshParams
 from p2p_offers.link import Link
 from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.ledger.head import LEDGER_SALT
@@ -18,6 +19,7 @@ from p2p_offers.node.ledger.store import LedgerStore
 from p2p_offers.node.metrics import NodeMetrics, TimedTransport
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
+from p2p_offers.node.network.gossip import GossipNet
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.limits import PushLimiter
@@ -80,8 +82,21 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         pushes=PushLimiter(config.push_rate, config.push_burst),
     )
     node.peers = Peers(node.dht, node.peer_client, me, services=services)
+    node.gossip = GossipNet(
+        key,
+        node.peers,
+        node.peer_client,
+        node.intake,
+        node.index,
+        round_s=config.sync_interval_s,
+        params=MeshParams(*config.gossip_mesh),
+    )
     node.publisher = Publisher(
-        node.dht, node.peers, node.peer_client, node.own_offers.mark_published
+        node.dht,
+        node.peers,
+        node.peer_client,
+        node.own_offers.mark_published,
+        gossip=node.gossip if config.propagation == "gossip" else None,
     )
     node.syncer = Syncer(node.peers, node.peer_client, node.intake, node.index)
     # offers: ours (maker) and others' (taker)

@@ -47,6 +47,21 @@ def announce(node: Node, body: s.AnnounceBody) -> dict[str, Any]:
 
 @peer.route(
     "POST",
+    "/peer/gossip",
+    summary="Gossip from a neighbour (--propagation gossip): versions, mesh, digests",
+    body=s.GossipEnvelope,
+    response=s.GossipResult,
+    raises=(errors.InvalidInput, errors.NotFound),
+)
+def gossip(node: Node, body: s.GossipEnvelope) -> dict[str, Any]:
+    if not node.gossiping:
+        raise errors.NotFound("this node does not gossip (--propagation push)")
+    taken = node.gossip.receive(body.sender, body.to, body.at, body.sig, body.messages)
+    return {"taken": taken}
+
+
+@peer.route(
+    "POST",
     "/peer/bids",
     summary="A signed bid on one of this node's offers; the reply is a signed receipt",
     body=s.BidIn,

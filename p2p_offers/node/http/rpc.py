@@ -56,6 +56,7 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
 PEER_ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "health": ("GET", "/health", {}),
     "peerAnnounce": ("POST", "/peer/announce", {}),
+    "peerGossip": ("POST", "/peer/gossip", {}),
     "peerBid": ("POST", "/peer/bids", {}),
     "peerOffers": ("GET", "/peer/offers", {}),
     "peerFeeds": ("GET", "/peer/ledger", {}),

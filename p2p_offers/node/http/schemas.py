@@ -364,6 +364,21 @@ class AnnounceResult(BaseModel):
     outcomes: dict[str, int]
 
 
+class GossipEnvelope(Strict):
+    """Gossip messages from one node, signed by it (``node/network/gossip.py``): the
+    messages' own shapes are checked by ``p2p_offers.gossip.wire``."""
+
+    sender: Hex64 = Field(alias="from", description="the sending node's client_id (its key)")
+    to: Hex64 = Field(description="the receiving node's client_id")
+    at: int = Field(ge=0, le=2**53, description="the sender's clock, ms; grows per sender")
+    sig: Sig
+    messages: list[dict[str, Any]] = Field(max_length=1024)
+
+
+class GossipResult(BaseModel):
+    taken: int
+
+
 class DhtHealth(BaseModel):
     """How this node stands with its grapes (docs/hardening.md)."""
 

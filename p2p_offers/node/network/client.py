@@ -109,6 +109,10 @@ class PeerClient:
         """Push a batch of announcements (already encoded, shared by every peer)."""
         return self.transport.call(address, "announce", body, self.timeouts.push_s)
 
+    def gossip(self, address: str, envelope: bytes) -> Any:
+        """One signed gossip envelope (``network/gossip.py``), already encoded."""
+        return self.transport.call(address, "gossip", envelope, self.timeouts.push_s)
+
     def offers(self, address: str, cursor: str | None, limit: int) -> OffersPage:
         payload: dict[str, Any] = {"limit": limit}
         if cursor:

@@ -280,6 +280,11 @@ class OfferIndex:
         with self._lock:
             return [self._held[e.id].signed for e in self._book.entries() if e.owner == owner]
 
+    def versions(self) -> list[tuple[str, str, int]]:
+        """(owner, id, seq) of every record held, open or recently closed (gossip digests)."""
+        with self._lock:
+            return [(h.signed.owner, i, h.signed.seq) for i, h in self._held.items()]
+
     def take_dirty(self) -> list[tuple[str, str, int, int]]:
         """(id, owner, seq, expires) of records applied since the last call, for persisting."""
         with self._lock:

@@ -112,6 +112,19 @@ class Intake:
             self._counts.setdefault(source, Counter())[outcome] += 1
         return outcome
 
+    def receive_record(self, record: Record, source: str) -> Outcome:
+        """``receive`` for a record already parsed (gossip: the wire parsed it and checked
+        its claimed address): the same triage, signature check and apply."""
+        prepared = self._triage(record) if record.mutable else MALFORMED
+        outcome = (
+            prepared
+            if isinstance(prepared, Outcome)
+            else self._believe(prepared, _verdict(prepared))
+        )
+        with self._lock:
+            self._counts.setdefault(source, Counter())[outcome] += 1
+        return outcome
+
     def count(self, source: str, outcome: Outcome, n: int = 1) -> None:
         with self._lock:
             self._counts.setdefault(source, Counter())[outcome] += n

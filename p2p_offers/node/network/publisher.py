@@ -19,6 +19,10 @@ peer's anti-entropy sync; anything the DHT misses is retried until it lands,
 after a pause that doubles with every round that failed (0.5 s up to 30 s) and
 goes back to 0.5 s after a round that did not. Failing puts are logged when
 they start failing and when they land again, not once per attempt.
+
+With ``--propagation gossip`` (``gossip`` given) the push queue goes to
+``GossipNet.publish`` instead: each version to the mesh (at most 8 neighbours),
+which forwards it on (``network/gossip.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from p2p_offers.link import GrapeError
 from p2p_offers.node import errors
@@ -39,6 +43,9 @@ from p2p_offers.node.network.peers import Peer, Peers
 from p2p_offers.node.network.transport import TransportError
 from p2p_offers.offers import OPEN, SignedOffer
 from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW, Record, RecordError
+
+if TYPE_CHECKING:
+    from p2p_offers.node.network.gossip import GossipNet
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,9 @@ class Publisher:
         mark_published: Callable[[list[tuple[str, int]]], None],
         put_workers: int = 8,
         push_workers: int = 32,  # one per peer, so no peer waits for another's reply
+        gossip: GossipNet | None = None,  # propagate by gossip, not by pushing to every peer
     ) -> None:
+        self.gossip = gossip
         self.dht = dht
         self.peers = peers
         self.client = client
@@ -281,6 +290,10 @@ class Publisher:
             with self._cond:
                 self._pushing = len(batch)
             try:
+                if self.gossip is not None:
+                    self.gossip.publish(batch.values())
+                    self.gossip.flush(self.client.timeouts.push_s)
+                    continue
                 bodies = list(_announcement_bodies(batch.values()))
                 peers = self.peers.nodes()
                 for future in [self._push_pool.submit(self._push, p, bodies) for p in peers]:

@@ -1,6 +1,6 @@
 """How a request reaches another node, and the one translation of what can go wrong on the way.
 
-A ``PeerTransport`` carries one action (``identify``, ``announce``, ``bid``,
+A ``PeerTransport`` carries one action (``identify``, ``announce``, ``gossip``, ``bid``,
 ``offers``, ``feeds``, ``feed``) with a JSON payload to a node's address and
 returns the decoded reply, or raises:
 
@@ -65,6 +65,7 @@ PEER_SERVICE = "p2p_offers:peer"
 ROUTES: dict[str, tuple[str, str]] = {
     "identify": ("GET", "/health"),
     "announce": ("POST", "/peer/announce"),
+    "gossip": ("POST", "/peer/gossip"),
     "bid": ("POST", "/peer/bids"),
     "offers": ("GET", "/peer/offers"),
     "feeds": ("GET", "/peer/ledger"),
@@ -158,6 +159,7 @@ def _surely_not_delivered(exc: requests.RequestException) -> bool:
 RPC_ACTIONS = {
     "identify": "health",
     "announce": "peerAnnounce",
+    "gossip": "peerGossip",
     "bid": "peerBid",
     "offers": "peerOffers",
     "feeds": "peerFeeds",
