@@ -61,9 +61,30 @@ def _log_format(sub: argparse.ArgumentParser) -> None:
     )
 
 
+DESCRIPTION = """\
+A peer-to-peer USD/BTC OTC exchange: grapes (DHT nodes) store signed offers, nodes
+keep the whole network's book and settle bids on their own offers.
+
+Run a network:   p2p-offers start-all            (3 grapes + 3 nodes on this machine)
+Trade:           p2p-offers book --node 4000     (and offers, offer, bid, order, ...)
+Web page:        http://localhost:4000/ on any node
+"""
+
+EPILOG = "Docs: README.md and docs/ in the project; `p2p-offers <command> --help` for each command."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="p2p-offers", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("P2P_OFFERS_LOG", "INFO"))
+    parser = argparse.ArgumentParser(
+        prog="p2p-offers",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("P2P_OFFERS_LOG", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default INFO, or $P2P_OFFERS_LOG)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     grape = sub.add_parser("grape", help="run a DHT node with the Grape HTTP API")
@@ -72,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     grape.add_argument("--bn", type=_bootstrap_list, default=(), help="bootstrap host:port,...")
     grape.add_argument("-b", "--bind", default="127.0.0.1", help="address to bind")
     grape.add_argument("--dpa", type=int, default=120_000, help="announcement lifetime, ms")
-    grape.add_argument("--check_maxPayloadSize", type=int, default=8192, dest="max_payload")
+    grape.add_argument(
+        "--check_maxPayloadSize", type=int, default=8192, dest="max_payload",
+        help="largest request body, bytes",
+    )  # fmt: skip
     grape.add_argument("--rpc-timeout", type=float, default=0.25, help="DHT RPC timeout, s")
     _log_format(grape)
 
@@ -99,17 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="URL of a grape API; several (repeated or comma-separated) to fail over between",
     )
-    node.add_argument("--data-dir", type=Path, required=True)
+    node.add_argument(
+        "--data-dir", type=Path, required=True, help="where the node's key and database live"
+    )
     node.add_argument("--host", default="127.0.0.1", help="address the REST API binds to")
     node.add_argument("--announce-host", default=None, help="address peers should dial")
-    node.add_argument("--api-token", default=os.environ.get("P2P_OFFERS_API_TOKEN"))
+    node.add_argument(
+        "--api-token",
+        default=os.environ.get("P2P_OFFERS_API_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on create, update, cancel, bid and order",
+    )
     node.add_argument("--offer-ttl", type=int, default=600, help="default offer lifetime, s")
-    node.add_argument("--announce-interval", type=float, default=30.0)
-    node.add_argument("--sync-interval", type=float, default=15.0)
-    events = node.add_argument
-    events("--events-clients", type=_at_least(int, 0), default=4, help="GET /events at once")
-    events("--events-keepalive", type=_at_least(float, 0.01), default=15.0, help="s, keepalives")
-    events("--events-max-unsent", type=_at_least(int, 0), default=256 * 1024, help="bytes: slow")
+    node.add_argument(
+        "--announce-interval", type=float, default=30.0, help="s between announcements"
+    )
+    node.add_argument(
+        "--sync-interval", type=float, default=15.0, help="s between anti-entropy rounds"
+    )
+    node.add_argument(
+        "--events-clients", type=_at_least(int, 0), default=4,
+        help="GET /events streams served at once",
+    )  # fmt: skip
+    node.add_argument(
+        "--events-keepalive", type=_at_least(float, 0.01), default=15.0,
+        help="s between keepalive comments on a stream",
+    )  # fmt: skip
+    node.add_argument(
+        "--events-max-unsent", type=_at_least(int, 0), default=256 * 1024,
+        help="bytes a stream's client may leave unread before it is dropped",
+    )  # fmt: skip
     _log_format(node)
     node.add_argument(
         "--max-offers-per-owner", type=_at_least(int, 1), default=1000,
@@ -125,16 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     start = sub.add_parser("start-all", help="a whole local network in the foreground")
-    start.add_argument("--grapes", type=int, default=3)
-    start.add_argument("--nodes", type=int, default=3)
-    start.add_argument("--data-dir", type=Path, default=Path("data"))
+    start.add_argument("--grapes", type=int, default=3, help="grapes (API on 30001..)")
+    start.add_argument("--nodes", type=int, default=3, help="nodes (REST on 4000..)")
+    start.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="state and logs (kept across runs)"
+    )
 
     bed = sub.add_parser("testbed", help="N hosts in network namespaces on an emulated WAN (root)")
-    bed.add_argument("--hosts", type=int, default=3)
+    bed.add_argument("--hosts", type=int, default=3, help="hosts, each a grape and a node")
     bed.add_argument("--rtt-ms", type=float, default=0.0, help="round trip between hosts")
     bed.add_argument("--jitter-ms", type=float, default=0.0, help="round trip within rtt ± this")
     bed.add_argument("--loss-pct", type=float, default=0.0, help="per packet, per direction")
-    bed.add_argument("--data-dir", type=Path, default=Path("testbed-data"))
+    bed.add_argument(
+        "--data-dir", type=Path, default=Path("testbed-data"), help="the hosts' state and logs"
+    )
 
     add_client_commands(sub)  # book, offers, offer, bid, order, trades, account, watch
     return parser
