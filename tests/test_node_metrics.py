@@ -41,16 +41,16 @@ def test_a_create_and_a_bid_move_both_nodes_counts(net):
     assert grew(after_a, before_a, "node_dht_puts_total", outcome="ok") >= 2
     assert grew(after_a, before_a, "node_dht_requests_total", kind="put", outcome="ok") >= 2
     assert grew(after_a, before_a, "node_dht_request_seconds_count", kind="put") >= 2
-    assert grew(after_a, before_a, "node_pushes_total", outcome="ok") >= 1
-    assert grew(after_a, before_a, "node_peer_call_seconds_count", action="announce") >= 1
+    # gossip, the default propagation: the owner sent each version to its neighbours
+    assert grew(after_a, before_a, "node_gossip_total", event="sent_by_owner") >= 1
+    assert grew(after_a, before_a, "node_peer_call_seconds_count", action="gossip") >= 1
+    assert value(after_a, "node_gossip_mesh", of="neighbours") == 1
     assert value(after_a, "node_own_open_offers") == 1  # the remainder
     assert value(after_a, "node_ledger", what="entries") >= 1
     assert grew(after_a, before_a, "node_events_published_total", type="book") >= 1
     assert grew(after_a, before_a, "node_events_published_total", type="fill") >= 1
     # the taker: the announcement applied, its bid filled, the call to the owner timed
-    assert grew(
-        after_b, before_b, "node_intake_records_total", source="announce", outcome="applied"
-    )
+    assert grew(after_b, before_b, "node_intake_records_total", source="gossip", outcome="applied")
     assert (
         grew(after_b, before_b, "node_bids_total", side="taker", via="api", outcome="filled") == 1
     )

@@ -39,7 +39,7 @@ from p2p_offers.metrics import (
     render,
 )
 from p2p_offers.node import errors
-from p2p_offers.node.network.transport import PeerTransport, TransportError
+from p2p_offers.node.network.transport import ROUTES, PeerTransport, TransportError
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE", "NodeMetrics", "TimedTransport", "outcome_of"]
 
 DHT_KINDS = ("announce", "lookup", "put", "get")
-PEER_ACTIONS = ("identify", "announce", "bid", "offers", "feeds", "feed")
+PEER_ACTIONS = tuple(ROUTES)  # every node-to-node call the PeerClient makes
 _GRAPE_ERROR = re.compile(r"ERR_[A-Z0-9_]{1,40}")
 MAX_GRAPE_ERRORS = 32  # distinct grape error names kept as labels; more are "other"
 # the operations that are bids: (side, via) of node_bids_total
@@ -210,6 +210,15 @@ class NodeCollector(Collector):
         yield gauges(
             "node_publish_pending", "Publications queued or in flight", (),
             {(): node.publisher.pending()},
+        )  # fmt: skip
+        gossip = node.gossip.stats()
+        yield gauges(
+            "node_gossip_mesh", "Gossip neighbours, and records held in the digests", ("of",),
+            {("neighbours",): _int(gossip.pop("mesh")), ("held",): _int(gossip.pop("held"))},
+        )  # fmt: skip
+        yield counters(
+            "node_gossip", "Gossip: versions published, sent, forwarded, dropped, refused...",
+            ("event",), {(event,): _int(n) for event, n in gossip.items()},
         )  # fmt: skip
         sync = node.syncer.stats()
         yield counters("node_sync_runs", "Sync rounds run", (), {(): _int(sync.pop("runs"))})
