@@ -190,3 +190,26 @@ def stored_fills(data_dir: Path, role: str) -> dict[str, dict]:
 
 def data_dir_of(proc: Proc) -> Path:
     return Path(proc.argv[proc.argv.index("--data-dir") + 1])
+
+
+def trade_and_replicate(clients: list[Any], b: Any) -> dict[str, Any]:
+    """Node a (``clients[0]``) offers 1 BTC, b bids 0.25 of it through ``clients[1]``; returns
+    the receipt once b holds a's feed with that trade and verifies every ledger."""
+    offer = (
+        clients[0]
+        .post("/offers", json={"side": "sell", "price_usd": "30000", "amount_btc": "1"})
+        .json
+    )
+    wait_until(lambda: b.index.get(offer["id"]), 10, "the offer to reach b")
+    bid = clients[1].post(f"/offers/{offer['id']}/bids", json={"amount_btc": "0.25"})
+    assert bid.status_code == 201, bid.json
+    receipt: dict[str, Any] = bid.json
+    wait_until(
+        lambda: (
+            [t["fill_id"] for t in clients[1].get("/trades").json["trades"]] == [receipt["fill_id"]]
+        ),
+        10,
+        "b to replicate a's feed",
+    )
+    assert clients[1].get("/ledger/verify").json["ok"] is True
+    return receipt

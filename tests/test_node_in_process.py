@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fakes import AppTransport, MemoryDht
-from node_helpers import wait_until
+from node_helpers import trade_and_replicate, wait_until
 
 from p2p_offers.cluster import free_ports
 from p2p_offers.node.config import NodeConfig
@@ -41,24 +41,7 @@ def test_two_nodes_trade_and_replicate_without_a_grape(tmp_path, propagation) ->
     try:
         for node in nodes:
             node.start()
-        offer = (
-            clients[0]
-            .post("/offers", json={"side": "sell", "price_usd": "30000", "amount_btc": "1"})
-            .json
-        )
-        wait_until(lambda: b.index.get(offer["id"]), 10, "the offer to reach b")
-        bid = clients[1].post(f"/offers/{offer['id']}/bids", json={"amount_btc": "0.25"})
-        assert bid.status_code == 201, bid.json
-        receipt = bid.json
-        wait_until(
-            lambda: (
-                [t["fill_id"] for t in clients[1].get("/trades").json["trades"]]
-                == [receipt["fill_id"]]
-            ),
-            10,
-            "b to replicate a's feed",
-        )
-        assert clients[1].get("/ledger/verify").json["ok"] is True
+        receipt = trade_and_replicate(clients, b)
         rest = wait_until(lambda: b.index.get(receipt["remainder"]), 10, "the remainder on b")
         assert rest.signed.offer.amount == 75_000_000
         spread = "gossip" if propagation == "gossip" else "announce"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fakes import MemoryDht
-from node_helpers import wait_until
+from node_helpers import trade_and_replicate, wait_until
 
 from p2p_offers.cluster import free_ports
 from p2p_offers.grenache import Dispatcher, HttpTransport, MockTransport, ServiceError
@@ -63,24 +63,7 @@ def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path, propagat
         for app, node in servers:
             node.start()
             rpcs.append(start_rpc(app, node, APIS, MAX_BODY))
-        offer = (
-            clients[0]
-            .post("/offers", json={"side": "sell", "price_usd": "30000", "amount_btc": "1"})
-            .json
-        )
-        wait_until(lambda: b.index.get(offer["id"]), 10, "the offer to reach b")
-        bid = clients[1].post(f"/offers/{offer['id']}/bids", json={"amount_btc": "0.25"})
-        assert bid.status_code == 201, bid.json
-        receipt = bid.json
-        wait_until(
-            lambda: (
-                [t["fill_id"] for t in clients[1].get("/trades").json["trades"]]
-                == [receipt["fill_id"]]
-            ),
-            10,
-            "b to replicate a's feed",
-        )
-        assert clients[1].get("/ledger/verify").json["ok"] is True
+        receipt = trade_and_replicate(clients, b)
         wait_until(lambda: b.index.get(receipt["remainder"]), 10, "the remainder on b")
         used = set(wire.actions)
         spread = "peerGossip" if propagation == "gossip" else "peerAnnounce"
