@@ -84,6 +84,8 @@ def test_actions_answer_exactly_what_rest_does(net):
     assert call(net, b, "getOrder", id=order["id"]) == net.get(b, f"/orders/{order['id']}")
     assert call(net, b, "listTrades") == net.get(b, "/trades")
     assert call(net, b, "verifyLedger") == net.get(b, "/ledger/verify")
+    assert call(net, b, "getAccount") == net.get(b, "/account")
+    assert call(net, b, "listTrades", taker="me") == net.get(b, "/trades?taker=me")
 
 
 def test_errors_are_the_rest_codes(net):

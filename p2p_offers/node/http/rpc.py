@@ -51,6 +51,7 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "getOrder": ("GET", "/orders/<order_id>", {"id": "order_id"}),
     "listTrades": ("GET", "/trades", {}),
     "verifyLedger": ("GET", "/ledger/verify", {}),
+    "getAccount": ("GET", "/account", {}),
 }
 # node to node (issue 7.2), under PEER_SERVICE: the /peer/* endpoints, for GrenacheTransport
 PEER_ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
