@@ -154,6 +154,8 @@ def test_my_account_trades_filters_and_a_bid_at_the_price_seen(pair) -> None:
         f"/offers/{ask['id']}/bids", json={"amount_btc": "0.12345678", "price_usd": "30000.01"}
     )
     assert first.status_code == 201, first.json
+    # an IOC order matches only what a's book holds: the remainder must have reached it
+    wait_until(lambda: a.index.get(first.json["remainder"]), 10, "the remainder on a")
     ioc = {"side": "buy", "price_usd": "30001", "amount_btc": "0.1", "tif": "ioc"}
     order = ca.post("/orders", json=ioc).json
     assert order["status"] == "filled", order
