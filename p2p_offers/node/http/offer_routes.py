@@ -93,7 +93,15 @@ def get_offer(node: Node, offer_id: str) -> dict[str, Any]:
 )
 def create_offer(node: Node, body: s.CreateOffer) -> dict[str, Any]:
     ttl_ms = body.ttl_s * 1000 if body.ttl_s else None
-    placed = node.maker.place(body.side, body.price_usd, body.amount_btc, ttl_ms, body.stp)
+    placed = node.maker.place(
+        body.side,
+        body.price_usd,
+        body.amount_btc,
+        ttl_ms,
+        body.stp,
+        accept=body.accept,
+        min_amount=body.min_amount_btc,
+    )
     return offer_view(placed)
 
 

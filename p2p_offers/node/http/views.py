@@ -32,6 +32,8 @@ def offer_view(signed: SignedOffer) -> dict[str, Any]:
         "created": o.created,
         "expires": o.expires,
         "seq": signed.seq,
+        "accept": o.accept,
+        "min_amount_btc": None if o.min_amount is None else money.format_btc(o.min_amount),
         "fill": None
         if fill is None
         else {

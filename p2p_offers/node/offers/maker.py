@@ -119,16 +119,30 @@ class OfferService:
         amount: int,
         ttl_ms: int | None = None,
         stp: Stp | None = None,
+        accept: str = offers.Accept.AUTO,
+        min_amount: int | None = None,
     ) -> SignedOffer:
         """A new offer, unless it would cross our own (see the module docstring)."""
         with self._placing:
             self._clear_crossing(side, price, stp)
-            return self.create(side, price, amount, ttl_ms)
+            return self.create(side, price, amount, ttl_ms, accept, min_amount)
 
-    def create(self, side: str, price: int, amount: int, ttl_ms: int | None = None) -> SignedOffer:
+    def create(
+        self,
+        side: str,
+        price: int,
+        amount: int,
+        ttl_ms: int | None = None,
+        accept: str = offers.Accept.AUTO,
+        min_amount: int | None = None,
+    ) -> SignedOffer:
         """A new offer, unchecked: what ``place`` posts, and what uncrossing gives back."""
         ttl = ttl_ms or self.default_ttl_ms
-        offer = transition(lambda: offers.create(side, price, amount, self.clock(), ttl))
+        offer = transition(
+            lambda: offers.create(
+                side, price, amount, self.clock(), ttl, accept=accept, min_amount=min_amount
+            )
+        )
         version = OwnVersion(offers.sign(self.key, offer, offers.FIRST_SEQ), offer.id, ttl)
         with self.chains.locked(offer.id):
             self.commit([version])

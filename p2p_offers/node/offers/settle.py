@@ -137,6 +137,8 @@ class Settler:
             raise errors.OfferExpired(f"offer {signed.id} has expired")
         if bid.amount > offer.amount:
             raise errors.InsufficientAmount.left(signed.id, bid.amount, offer.amount)
+        if bid.amount < offer.smallest_take:
+            raise errors.BelowMinimum.of(signed.id, bid.amount, offer.smallest_take)
         filled, rest = offer.fill_with(bid.bid_id, bid.amount, bid.taker, now, new_id())
         made = [service.sign_next(head, filled)]
         new_head = None

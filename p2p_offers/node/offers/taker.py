@@ -99,6 +99,8 @@ class Taker:
             raise errors.OfferTaken(f"offer {offer_id} is {offer.status}")
         if price is not None and price != offer.price:
             raise errors.PriceChanged.terms(offer_id, signed.seq, offer.price)
+        if amount < offer.smallest_take:  # the owner would refuse it the same way
+            raise errors.BelowMinimum.of(offer_id, amount, offer.smallest_take)
         bid = make_bid(
             self.key,
             offer_id=offer_id,
