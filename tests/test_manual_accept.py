@@ -49,3 +49,100 @@ def test_an_auto_offer_refuses_a_bid_below_its_minimum_on_both_sides(pair) -> No
     assert part.status_code == 409 and part.json["error"]["code"] == "below_minimum"
     whole = cb.post(f"/offers/{rest.signed.id}/bids", json={"amount_btc": "0.4"})
     assert whole.status_code == 201, whole.json
+
+
+def bid_pending(cb: Any, offer_id: str, amount: str) -> dict[str, Any]:
+    held = cb.post(f"/offers/{offer_id}/bids", json={"amount_btc": amount})
+    assert held.status_code == 202, held.json
+    assert held.json["status"] == "pending" and held.json["role"] == "taker"
+    body: dict[str, Any] = held.json
+    return body
+
+
+def test_a_manual_bid_is_pending_then_accepted_in_part_and_the_taker_learns_it(pair) -> None:
+    (_a, b), (ca, cb), _ = pair
+    offer = offer_on_both(ca, b, accept="manual")
+    assert offer["accept"] == "manual"
+    held = bid_pending(cb, offer["id"], "0.4")
+    bid_id = held["bid_id"]
+    listed = ca.get(f"/offers/{offer['id']}/bids").json["bids"]
+    assert [(x["bid_id"], x["status"], x["role"]) for x in listed] == [(bid_id, "pending", "maker")]
+    assert listed[0]["expires"] == held["expires"]  # the taker keeps the owner's expiry
+    assert cb.get(f"/bids/{bid_id}").json["status"] == "pending"
+    assert b.taker.resolve_pending() == 0  # asked again: still pending
+    # the owner's node alone may decide: b (not the owner) is 403
+    assert cb.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={}).status_code == 403
+    accepted = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={"amount_btc": "0.3"})
+    assert accepted.status_code == 200, accepted.json
+    receipt = accepted.json
+    assert receipt["amount_btc"] == "0.30000000" and receipt["remainder"]
+    again = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={})
+    assert again.status_code == 409 and again.json["error"]["code"] == "bid_not_pending"
+    # the same path as an auto bid: the remainder, the maker's fill and ledger entry
+    detail = ca.get(f"/offers/{offer['id']}").json
+    assert detail["status"] == "filled" and detail["fill"]["amount_btc"] == "0.30000000"
+    assert [f["fill_id"] for f in detail["fills"]] == [receipt["fill_id"]]
+    rest = ca.get(f"/offers/{receipt['remainder']}").json
+    assert rest["accept"] == "manual" and rest["amount_btc"] == "0.70000000"
+    assert ca.get("/ledger/verify").json["ok"] is True
+    # the taker's node learns it on its next round of asking
+    assert b.taker.resolve_pending() == 1
+    seen = cb.get(f"/bids/{bid_id}").json
+    assert seen["status"] == "accepted" and seen["accepted_btc"] == "0.30000000"
+    assert seen["receipt"] == receipt
+    assert [r.receipt.fill_id for r in b.receipts.all()] == [receipt["fill_id"]]
+    mine = ca.get(f"/offers/{offer['id']}/bids").json["bids"]
+    assert [(x["status"], x["accepted_btc"]) for x in mine] == [("accepted", "0.30000000")]
+
+
+def test_a_rejected_bid_is_final_on_both_sides(pair) -> None:
+    (a, b), (ca, cb), _ = pair
+    offer = offer_on_both(ca, b, accept="manual")
+    bid_id = bid_pending(cb, offer["id"], "0.5")["bid_id"]
+    rejected = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/reject")
+    assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
+    late = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={})
+    assert late.status_code == 409 and late.json["error"]["code"] == "bid_not_pending"
+    assert b.taker.resolve_pending() == 1
+    assert cb.get(f"/bids/{bid_id}").json["status"] == "rejected"
+    assert a.receipts.all() == [] and b.receipts.all() == []
+
+
+def test_a_pending_bid_expires_and_cannot_be_accepted(pair) -> None:
+    (a, b), (ca, cb), _ = pair
+    offer = offer_on_both(ca, b, accept="manual")
+    held = bid_pending(cb, offer["id"], "0.5")
+    real = a.clock
+    a.clock = a.maker.clock = lambda: real() + 301_000  # five minutes and a second on
+    try:
+        listed = ca.get(f"/offers/{offer['id']}/bids").json["bids"]
+        assert [x["status"] for x in listed] == ["expired"]
+        late = ca.post(f"/offers/{offer['id']}/bids/{held['bid_id']}/accept", json={})
+        assert late.status_code == 409 and late.json["error"]["details"]["status"] == "expired"
+    finally:
+        a.clock = a.maker.clock = real
+    # written expired: even with the clock back, it stays expired
+    assert ca.get(f"/bids/{held['bid_id']}").json["status"] == "expired"
+    assert b.taker.resolve_pending() == 1
+    assert cb.get(f"/bids/{held['bid_id']}").json["status"] == "expired"
+
+
+def test_orders_never_match_a_manual_offer(pair) -> None:
+    (a, b), (ca, cb), _ = pair
+    offer_on_both(ca, b, accept="manual")
+    order = cb.post(
+        "/orders", json={"side": "buy", "price_usd": "30000", "amount_btc": "0.5", "tif": "ioc"}
+    )
+    assert order.status_code == 201, order.json
+    assert order.json["fills"] == [] and a.receipts.all() == []
+
+
+def test_unknown_or_foreign_bids_are_404(pair) -> None:
+    (_a, b), (ca, cb), _ = pair
+    offer = offer_on_both(ca, b, accept="manual")
+    other = offer_on_both(ca, b, accept="manual", price_usd="30001")
+    bid_id = bid_pending(cb, offer["id"], "0.5")["bid_id"]
+    # a bid accepted through another chain of the owner's is not found there
+    wrong = ca.post(f"/offers/{other['id']}/bids/{bid_id}/accept", json={})
+    assert wrong.status_code == 404
+    assert cb.get("/bids/" + "0" * 8 + "-0000-4000-8000-" + "0" * 12).status_code == 404

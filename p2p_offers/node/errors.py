@@ -241,6 +241,12 @@ class PendingExpired(Refusal):
     code = "pending_expired"
 
 
+class ManualOffer(Refusal):
+    """An order or uncrossing met a manual offer: only its owner's accept fills one."""
+
+    code = "manual_offer"
+
+
 class BidNotPending(Refusal):
     """Accept or reject of a bid that is decided already (``details.status`` says how)."""
 

@@ -337,6 +337,48 @@ class ReceiptOut(BaseModel):
     sig: str
 
 
+class AcceptBid(Strict):
+    amount_btc: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_btc)),
+        WithJsonSchema(
+            {
+                **money_schema("BTC", 8, money.MAX_AMOUNT_SATS),
+                "description": "accept this much of the bid (at most its amount); left out: all",
+            }
+        ),
+    ] = None
+
+
+class ManualBidOut(BaseModel):
+    """A bid on a manual offer, as its owner (role maker) or its taker (role taker) holds it."""
+
+    bid_id: str
+    offer_id: str = Field(description="the record the taker bid on")
+    role: Literal["maker", "taker"]
+    status: Literal["pending", "accepted", "rejected", "expired"]
+    amount_btc: BtcString = Field(description="what the taker bid for")
+    price_usd: UsdString
+    maker: str
+    taker: str
+    created: int
+    expires: int = Field(description="ms: a bid still pending then is expired")
+    accepted_btc: BtcString | None = Field(description="what the accept filled, if accepted")
+    receipt: ReceiptOut | None = Field(description="the owner's signed receipt, once accepted")
+
+
+class ManualBidList(BaseModel):
+    bids: list[ManualBidOut]
+
+
+class PendingWire(BaseModel):
+    """An owner's answer to a bid on its manual offer: held pending until it decides."""
+
+    bid_id: str
+    status: Literal["pending"]
+    expires: int
+
+
 class ReceiptWire(BaseModel):
     """The receipt as signed (integers), as ``POST /peer/bids`` returns it."""
 
