@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from fakes import AppTransport, MemoryDht
 from node_helpers import wait_until
 from test_node_in_process import pair
+
+from p2p_offers.cluster import free_ports
+from p2p_offers.node.config import NodeConfig
+from p2p_offers.node.http.app import create_app
+from p2p_offers.node.runtime import Node
 
 __all__ = ["pair"]
 
@@ -146,3 +154,75 @@ def test_unknown_or_foreign_bids_are_404(pair) -> None:
     wrong = ca.post(f"/offers/{other['id']}/bids/{bid_id}/accept", json={})
     assert wrong.status_code == 404
     assert cb.get("/bids/" + "0" * 8 + "-0000-4000-8000-" + "0" * 12).status_code == 404
+
+
+def test_concurrent_accepts_of_different_pending_bids_never_overfill(pair) -> None:
+    """8 threads accept 8 pending bids of 0.3 BTC on a 1 BTC manual offer at once: exactly
+    three fit (0.9), the other five find too little left (409), and the offer's chain adds up."""
+    (a, b), (ca, cb), _ = pair
+    offer = offer_on_both(ca, b, accept="manual")
+    bid_ids = [bid_pending(cb, offer["id"], "0.3")["bid_id"] for _ in range(8)]
+    start = threading.Barrier(len(bid_ids))
+
+    def accept(bid_id: str) -> tuple[int, dict[str, Any]]:
+        client = ca.application.test_client()
+        start.wait()
+        r = client.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={})
+        return r.status_code, r.json
+
+    with ThreadPoolExecutor(len(bid_ids)) as pool:
+        results = list(pool.map(accept, bid_ids))
+    codes = sorted(code for code, _ in results)
+    assert codes == [200] * 3 + [409] * 5, results
+    assert {body["error"]["code"] for code, body in results if code == 409} == {
+        "insufficient_amount"
+    }
+    filled = sum(f.receipt.amount for f in a.receipts.all())
+    assert filled == 90_000_000
+    head = a.maker.held(offer["id"])
+    assert head is not None and head.signed.offer.amount == 10_000_000
+    statuses = sorted(x["status"] for x in ca.get(f"/offers/{offer['id']}/bids").json["bids"])
+    assert statuses == ["accepted"] * 3 + ["pending"] * 5  # the others may still be taken
+    assert b.taker.resolve_pending() == 3
+    assert sum(f.receipt.amount for f in b.receipts.all()) == 90_000_000
+
+
+def test_pending_bids_survive_restarts_of_both_nodes(tmp_path) -> None:
+    dht, transport = MemoryDht(), AppTransport()
+    ports = free_ports(2)
+
+    def start(name: str, port: int) -> tuple[Node, Any]:
+        config = NodeConfig(
+            port=port, grape="http://127.0.0.1:1", data_dir=tmp_path / name, sync_interval_s=0.5
+        )
+        node = Node(config, dht=dht, transport=transport)
+        app = create_app(config, node)
+        transport.add(f"127.0.0.1:{port}", app)
+        node.start()
+        return node, app.test_client()
+
+    (a, ca), (b, cb) = start("a", ports[0]), start("b", ports[1])
+    try:
+        offer = offer_on_both(ca, b, accept="manual")
+        bid_id = bid_pending(cb, offer["id"], "0.5")["bid_id"]
+    finally:
+        a.stop()
+        b.stop()
+    (a, ca), (b, cb) = start("a", ports[0]), start("b", ports[1])
+    try:
+        assert [x["bid_id"] for x in ca.get(f"/offers/{offer['id']}/bids").json["bids"]] == [bid_id]
+        assert cb.get(f"/bids/{bid_id}").json["status"] == "pending"
+        accepted = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={})
+        assert accepted.status_code == 200, accepted.json
+    finally:
+        a.stop()
+        b.stop()
+    (a, ca), (b, cb) = start("a", ports[0]), start("b", ports[1])
+    try:
+        b.taker.resolve_pending()
+        seen = cb.get(f"/bids/{bid_id}").json
+        assert seen["status"] == "accepted" and seen["receipt"] == accepted.json
+        assert ca.get(f"/bids/{bid_id}").json["status"] == "accepted"
+    finally:
+        a.stop()
+        b.stop()
