@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -226,3 +227,35 @@ def test_pending_bids_survive_restarts_of_both_nodes(tmp_path) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def bid_events(node: Node) -> list[tuple[str, str]]:
+    """(role, status) of the ``bid`` events in the node's event ring, oldest first."""
+    found = []
+    for event in list(node.events._ring):
+        if event.type == "bid":
+            data = json.loads(event.frame().decode().split("data: ", 1)[1])
+            found.append((data["bid"]["role"], data["bid"]["status"]))
+    return found
+
+
+def test_bids_received_sent_and_decided_are_events(pair) -> None:
+    (a, b), (ca, cb), _ = pair
+    offer = offer_on_both(ca, b, accept="manual")
+    first = bid_pending(cb, offer["id"], "0.2")["bid_id"]
+    second = bid_pending(cb, offer["id"], "0.2")["bid_id"]
+    assert ca.post(f"/offers/{offer['id']}/bids/{first}/accept", json={}).status_code == 200
+    assert ca.post(f"/offers/{offer['id']}/bids/{second}/reject").status_code == 200
+    assert bid_events(a) == [
+        ("maker", "pending"),
+        ("maker", "pending"),
+        ("maker", "accepted"),
+        ("maker", "rejected"),
+    ]
+    b.taker.resolve_pending()
+    assert bid_events(b) == [
+        ("taker", "pending"),
+        ("taker", "pending"),
+        ("taker", "accepted"),
+        ("taker", "rejected"),
+    ]

@@ -136,5 +136,6 @@ def connect(node: Node) -> None:
     node.index.changed.connect(node.events.on_book)
     node.maker.recording_fills.connect(node.events.on_maker_fills)
     node.taker.filled.connect(node.events.on_taker_fill)
+    node.manual_bids.changed.connect(node.events.on_bid)
     node.ledger.recorded.connect(node.events.on_entries)
     node.replicator.pulled.connect(node.events.on_entries)

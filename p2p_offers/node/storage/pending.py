@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from p2p_offers.bids import Bid
+from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.database import Database, Tx
 from p2p_offers.node.storage.receipts import Role
 
@@ -68,6 +69,8 @@ def _row(r: tuple) -> ManualBid:
 class ManualBids:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # a row written or decided, told once committed (GET /events' ``bid``)
+        self.changed: Signal[[ManualBid]] = Signal("manual bid changed")
 
     def insert(self, tx: Tx, rows: list[ManualBid]) -> None:
         """New rows (a bid id already held in that role keeps its first row)."""
@@ -88,6 +91,7 @@ class ManualBids:
                 for m in rows
             ],
         )
+        tx.after_commit(lambda: self._tell_all(rows))
 
     def decide(
         self, tx: Tx, bid_id: str, role: Role, status: BidStatus, accepted: int | None = None
@@ -98,7 +102,19 @@ class ManualBids:
             "WHERE bid_id = ? AND role = ? AND status = 'pending'",
             (status, accepted, bid_id, role),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        tx.after_commit(lambda: self._tell(bid_id, role))
+        return True
+
+    def _tell_all(self, rows: list[ManualBid]) -> None:
+        for row in rows:
+            self.changed.emit(row)
+
+    def _tell(self, bid_id: str, role: Role) -> None:
+        row = self.get(bid_id, role)
+        if row is not None:
+            self.changed.emit(row)
 
     def add(self, row: ManualBid) -> None:
         with self.db.transaction() as tx:
