@@ -14,7 +14,9 @@ from test_node_in_process import pair
 from p2p_offers.cluster import free_ports
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.http.app import create_app
+from p2p_offers.node.network.transport import NotDelivered
 from p2p_offers.node.runtime import Node
+from p2p_offers.node.storage.receipts import Role
 
 __all__ = ["pair"]
 
@@ -108,7 +110,7 @@ def test_a_rejected_bid_is_final_on_both_sides(pair) -> None:
     (a, b), (ca, cb), _ = pair
     offer = offer_on_both(ca, b, accept="manual")
     bid_id = bid_pending(cb, offer["id"], "0.5")["bid_id"]
-    rejected = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/reject")
+    rejected = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/reject", json={})
     assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
     late = ca.post(f"/offers/{offer['id']}/bids/{bid_id}/accept", json={})
     assert late.status_code == 409 and late.json["error"]["code"] == "bid_not_pending"
@@ -245,7 +247,7 @@ def test_bids_received_sent_and_decided_are_events(pair) -> None:
     first = bid_pending(cb, offer["id"], "0.2")["bid_id"]
     second = bid_pending(cb, offer["id"], "0.2")["bid_id"]
     assert ca.post(f"/offers/{offer['id']}/bids/{first}/accept", json={}).status_code == 200
-    assert ca.post(f"/offers/{offer['id']}/bids/{second}/reject").status_code == 200
+    assert ca.post(f"/offers/{offer['id']}/bids/{second}/reject", json={}).status_code == 200
     assert bid_events(a) == [
         ("maker", "pending"),
         ("maker", "pending"),
@@ -259,3 +261,17 @@ def test_bids_received_sent_and_decided_are_events(pair) -> None:
         ("taker", "accepted"),
         ("taker", "rejected"),
     ]
+
+
+def test_a_bid_that_never_reached_the_owner_is_not_kept_pending(pair) -> None:
+    (a, b), (ca, cb), transport = pair
+    offer = offer_on_both(ca, b, accept="manual")
+
+    def unreachable(address: str, action: str, payload: Any) -> None:
+        if action == "bid":
+            raise NotDelivered("down")
+
+    transport.intercept = unreachable
+    lost = cb.post(f"/offers/{offer['id']}/bids", json={"amount_btc": "0.5"})
+    assert lost.status_code == 502 and lost.json["error"]["code"] == "owner_unreachable"
+    assert b.manual_bids.pending(Role.TAKER) == [] and a.manual_bids.pending(Role.MAKER) == []

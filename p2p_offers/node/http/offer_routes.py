@@ -189,12 +189,13 @@ def accept_pending(node: Node, offer_id: str, bid_id: str, body: s.AcceptBid) ->
 @public.route(
     "POST",
     "/offers/<offer_id>/bids/<bid_id>/reject",
-    summary="Reject a pending bid on this node's manual offer",
+    summary="Reject a pending bid on this node's manual offer (body {})",
+    body=s.RejectBid,
     response=s.ManualBidOut,
     raises=(errors.NotOwner, errors.NotFound, errors.Refusal),
     auth=True,
 )
-def reject_pending(node: Node, offer_id: str, bid_id: str) -> dict[str, Any]:
+def reject_pending(node: Node, offer_id: str, bid_id: str, body: s.RejectBid) -> dict[str, Any]:
     return manual_bid_view(node.maker.reject_pending(offer_id, bid_id))
 
 

@@ -350,6 +350,10 @@ class AcceptBid(Strict):
     ] = None
 
 
+class RejectBid(Strict):
+    """An empty object: every POST takes a JSON body (nothing to say yet about a reject)."""
+
+
 class ManualBidOut(BaseModel):
     """A bid on a manual offer, as its owner (role maker) or its taker (role taker) holds it."""
 

@@ -154,7 +154,9 @@ class Taker:
         try:
             return self._send(bid, for_offer, opposite(offer.side))
         except (errors.OwnerUnreachable, errors.DhtUnavailable):
-            self._decide(bid.bid_id, BidStatus.REJECTED)  # it surely never arrived
+            self.manual_bids.drop(bid.bid_id, Role.TAKER)  # it surely never arrived
+            with self._lock:
+                self._held.discard(bid.bid_id)
             raise
 
     def _send(

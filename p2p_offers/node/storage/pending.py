@@ -126,6 +126,11 @@ class ManualBids:
         with self.db.transaction() as tx:
             return self.decide(tx, bid_id, role, status, accepted)
 
+    def drop(self, bid_id: str, role: Role) -> None:
+        """Forget a row: the taker's bid that surely never reached its owner."""
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM manual_bids WHERE bid_id = ? AND role = ?", (bid_id, role))
+
     def expire_at(self, bid_id: str, expires: int) -> bool:
         """The taker's pending bid expires when its owner says (bounded by the caller)."""
         with self.db.transaction() as tx:
