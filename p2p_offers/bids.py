@@ -134,11 +134,20 @@ class Receipt(_SignedDoc):
             sig=fields.signature(d),
         )
 
-    def check_answers(self, bid: Bid) -> None:
-        """A receipt must settle exactly the bid sent: same bid, parties, amount and price."""
-        for name in ("bid_id", "maker", "taker", "amount", "price"):
+    def check_answers(self, bid: Bid, part: bool = False) -> None:
+        """A receipt must settle exactly the bid sent: same bid, parties, amount and price.
+
+        With ``part`` (a bid its owner held pending, whose accept may take less) the
+        amount may be smaller than the bid's, never larger.
+        """
+        for name in ("bid_id", "maker", "taker", "price") if part else _ANSWERS:
             if getattr(self, name) != getattr(bid, name):
                 raise DocError(f"receipt {name} does not match the bid")
+        if part and self.amount > bid.amount:
+            raise DocError("receipt amount is more than the bid's")
+
+
+_ANSWERS = ("bid_id", "maker", "taker", "amount", "price")
 
 
 def make_bid(
@@ -173,13 +182,18 @@ def make_receipt(
     remainder: str | None,
     now_ms: int,
     fill_id: str | None = None,
+    amount: int | None = None,
 ) -> Receipt:
-    """The maker's signed word that ``bid`` was filled on record ``offer_id`` at bid's terms."""
+    """The maker's signed word that ``bid`` was filled on record ``offer_id`` at bid's terms.
+
+    ``amount``: a manual accept for part of the bid (the taker takes a receipt for less
+    only for a bid the owner held pending; see ``Receipt.check_answers``).
+    """
     doc: dict[str, Any] = {
         "fill_id": fill_id or fields.new_id(),
         "bid_id": bid.bid_id,
         "offer_id": offer_id,
-        "amount": bid.amount,
+        "amount": bid.amount if amount is None else amount,
         "price": bid.price,
         "maker": public_hex(key),
         "taker": bid.taker,

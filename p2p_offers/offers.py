@@ -41,8 +41,22 @@ OPEN, FILLED, CANCELLED = OfferStatus.OPEN, OfferStatus.FILLED, OfferStatus.CANC
 STATUSES = (OPEN, FILLED, CANCELLED)
 FIRST_SEQ = 1
 
+
+class Accept(StrEnum):
+    """How an offer takes bids: ``auto`` fills the first valid one (the default), ``manual``
+    holds each as pending until its owner accepts or rejects it."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+ACCEPTS = (Accept.AUTO, Accept.MANUAL)
+
 _KEYS = {"id", "pair", "side", "price", "amount", "status", "parent", "priority"}
 _KEYS |= {"created", "expires", "fill"}
+# Optional, and present only when not the default (so records signed before they existed
+# stay valid and canonical, and a default has exactly one spelling: left out).
+_OPTIONAL = frozenset({"accept", "min_amount"})
 # codec.canonical_json's encoding: sorted keys, no spaces, UTF-8 (see Offer.to_json)
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -88,11 +102,13 @@ class Offer:
     expires: int
     fill: Fill | None = None
     pair: str = PAIR
+    accept: str = Accept.AUTO
+    min_amount: int | None = None  # smallest take in satoshis (see ``smallest_take``)
 
     # -- encoding ------------------------------------------------------------------------
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc = {
             "id": self.id,
             "pair": self.pair,
             "side": self.side,
@@ -105,6 +121,11 @@ class Offer:
             "expires": self.expires,
             "fill": None if self.fill is None else self.fill.to_doc(),
         }
+        if self.accept != Accept.AUTO:
+            doc["accept"] = self.accept
+        if self.min_amount is not None:
+            doc["min_amount"] = self.min_amount
+        return doc
 
     def to_json(self) -> bytes:
         """The record's ``v``: canonical JSON, the exact bytes the signature covers.
@@ -125,6 +146,21 @@ class Offer:
         its remainder.
         """
         return self.status == CANCELLED or (self.fill is not None and self.fill.remainder is None)
+
+    @property
+    def manual(self) -> bool:
+        return self.accept == Accept.MANUAL
+
+    @property
+    def smallest_take(self) -> int:
+        """The least one bid may take: ``min(min_amount, amount)``.
+
+        A remainder inherits its parent's ``min_amount`` unchanged; once it holds
+        less than that, it can still be taken, but only whole, so no offer is
+        ever left with satoshis nobody is allowed to take. (So a ``min_amount``
+        above ``amount``, allowed, means "all or nothing".)
+        """
+        return 1 if self.min_amount is None else min(self.min_amount, self.amount)
 
     def _require_open(self) -> None:
         if self.status != OPEN:
@@ -199,7 +235,14 @@ class Offer:
 
 
 def create(
-    side: str, price: int, amount: int, now_ms: int, ttl_ms: int, id: str | None = None
+    side: str,
+    price: int,
+    amount: int,
+    now_ms: int,
+    ttl_ms: int,
+    id: str | None = None,
+    accept: str = Accept.AUTO,
+    min_amount: int | None = None,
 ) -> Offer:
     """A new open offer; its priority is its placement time."""
     if side not in SIDES:
@@ -207,7 +250,13 @@ def create(
     _check_terms(price, amount)
     if ttl_ms <= 0:
         raise TransitionError("invalid_ttl", "ttl must be positive")
+    if accept not in ACCEPTS:
+        raise TransitionError("invalid_terms", f"accept must be one of {', '.join(ACCEPTS)}")
+    if min_amount is not None and min_amount <= 0:
+        raise TransitionError("invalid_terms", "min_amount must be positive")
     return Offer(
+        accept=accept,
+        min_amount=min_amount,
         id=id or fields.new_id(),
         side=side,
         price=price,
@@ -256,7 +305,7 @@ def _no_number(text: str) -> Any:
 
 
 def from_doc(doc: object) -> Offer:
-    d = fields.exact_keys(doc, _KEYS)
+    d = fields.exact_keys(doc, _KEYS, _OPTIONAL)
     if d.get("pair") != PAIR:
         raise DocError(f"pair must be {PAIR}")
     offer = Offer(
@@ -270,6 +319,8 @@ def from_doc(doc: object) -> Offer:
         created=fields.millis(d, "created"),
         expires=fields.millis(d, "expires"),
         fill=_fill_from_doc(d.get("fill")),
+        accept=fields.choice(d, "accept", ACCEPTS) if "accept" in d else Accept.AUTO,
+        min_amount=fields.amount(d, "min_amount") if "min_amount" in d else None,
     )
     _check_consistent(offer)
     return offer

@@ -219,3 +219,51 @@ def test_cancelled_offers_behind_a_live_front_do_not_pile_up() -> None:
     queue = book._sides["sell"].levels[100]
     assert len(queue) <= 3
     assert book.depth("sell") == [(100, 100, 1)] and len(book) == 1
+
+
+# -- #9.1 manual offers and minimum takes -----------------------------------------------------
+
+
+def test_walks_never_take_manual_offers_but_the_book_shows_them() -> None:
+    book = Book()
+    book.add(Entry("m", "sell", 100, 50, 0, "x", manual=True))
+    book.add(Entry("a", "sell", 101, 50, 1, "y"))
+    assert [(en.id, take) for en, take in book.plan("buy", 200, 80, None)] == [("a", 50)]
+    assert ids(book.crossing("buy", 200)) == ["a"]
+    assert book.depth("sell") == [(100, 50, 1), (101, 50, 1)]
+    assert book.get("m") == Entry("m", "sell", 100, 50, 0, "x", manual=True)
+    trades = book.match("t", "z", "buy", 200, 80, 5, "ioc")
+    assert [(t.maker_id, t.amount) for t in trades] == [("a", 50)]
+    assert "m" in book
+
+
+def test_walks_skip_offers_whose_minimum_is_above_what_is_wanted() -> None:
+    book = Book()
+    book.add(Entry("big", "sell", 100, 100, 0, "x", min_amount=60))
+    book.add(Entry("any", "sell", 101, 100, 1, "y"))
+    assert [(en.id, t) for en, t in book.plan("buy", 200, 50, None)] == [("any", 50)]
+    assert [(en.id, t) for en, t in book.plan("buy", 200, 60, None)] == [("big", 60)]
+    # what is wanted after a first take counts: 130 = 100 of "big"... then 30 of "any"
+    assert [(en.id, t) for en, t in book.plan("buy", 200, 130, None)] == [
+        ("big", 100),
+        ("any", 30),
+    ]
+
+
+def test_an_offer_holding_less_than_its_minimum_can_be_taken_whole() -> None:
+    book = Book()
+    book.add(Entry("small", "sell", 100, 30, 0, "x", min_amount=60))
+    assert book.plan("buy", 200, 20, None) == []
+    assert [(en.id, t) for en, t in book.plan("buy", 200, 30, None)] == [("small", 30)]
+    trades = book.match("t", "z", "buy", 200, 45, 5, "ioc")
+    assert [(t.maker_id, t.amount) for t in trades] == [("small", 30)]
+
+
+def test_a_replace_keeping_its_place_updates_manual_and_min() -> None:
+    book = Book()
+    book.add(Entry("o", "sell", 100, 50, 0, "x"))
+    book.add(Entry("o", "sell", 100, 50, 0, "x", manual=True))
+    assert book.plan("buy", 200, 50, None) == []
+    book.add(Entry("o", "sell", 100, 50, 0, "x", min_amount=40))
+    assert book.plan("buy", 200, 30, None) == []
+    assert book.get("o") == Entry("o", "sell", 100, 50, 0, "x", min_amount=40)

@@ -228,3 +228,57 @@ def test_which_records_end_their_chain() -> None:
     full, _ = offer.fill_with(new_id(), offer.amount, TAKER, NOW, new_id())
     assert not offer.ends_chain and not partial.ends_chain and rest is not None
     assert full.ends_chain and offer.cancel().ends_chain
+
+
+# -- #9.1 accept and min_amount -------------------------------------------------------------
+
+
+def test_old_records_without_accept_or_min_parse_as_auto_with_no_minimum() -> None:
+    offer = offers.create("sell", 3_000_000, 100_000_000, NOW, TTL)
+    v = offer.to_json()
+    assert b"accept" not in v and b"min_amount" not in v  # byte-identical to before #9.1
+    parsed = offers.parse(v)
+    assert parsed.accept == offers.Accept.AUTO and parsed.min_amount is None
+    assert parsed.smallest_take == 1
+
+
+def test_manual_and_min_are_signed_and_survive_a_round_trip() -> None:
+    offer = offers.create(
+        "buy", 3_000_000, 100_000_000, NOW, TTL, accept="manual", min_amount=10_000_000
+    )
+    signed = offers.sign(KEY, offer, 1)
+    again = SignedOffer.from_record(signed.record)
+    assert again.offer.manual and again.offer.min_amount == 10_000_000
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"accept": "auto"},  # the default has one spelling: left out
+        {"accept": "sometimes"},
+        {"min_amount": 0},
+        {"min_amount": -5},
+        {"min_amount": "1"},
+        {"min_amount": None},
+        {"min_amount": True},
+    ],
+)
+def test_parse_is_strict_about_accept_and_min(extra: dict[str, object]) -> None:
+    doc = {**offers.create("sell", 3_000_000, 100_000_000, NOW, TTL).to_doc(), **extra}
+    with pytest.raises(DocError):
+        offers.parse(canonical_json(doc))
+
+
+def test_create_refuses_bad_accept_or_min() -> None:
+    with pytest.raises(TransitionError):
+        offers.create("sell", 3_000_000, 100, NOW, TTL, accept="sometimes")
+    with pytest.raises(TransitionError):
+        offers.create("sell", 3_000_000, 100, NOW, TTL, min_amount=0)
+
+
+def test_a_remainder_inherits_accept_and_min_and_below_it_goes_only_whole() -> None:
+    offer = offers.create("sell", 3_000_000, 100, NOW, TTL, accept="manual", min_amount=40)
+    assert offer.smallest_take == 40
+    _, rest = offer.fill_with(new_id(), 70, TAKER, NOW + 1, new_id())
+    assert rest is not None and rest.manual and rest.min_amount == 40
+    assert rest.amount == 30 and rest.smallest_take == 30  # min(min_amount, amount)

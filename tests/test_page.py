@@ -280,3 +280,41 @@ def test_a_page_refused_a_stream_reads_once_and_goes_live_when_a_slot_frees(
             h.close()
         if late is not None:
             late.quit()
+
+
+def test_a_pending_bid_is_accepted_from_the_maker_s_page_and_fills_on_both(
+    net: Net, pages, tmp_path
+) -> None:
+    """#9.1: B bids on A's manual offer (REST, 202 pending); A's page lists the bid with
+    Accept/Reject; Accept on the page fills it, and the fill shows on both pages."""
+    a, b = net.nodes
+    on_a, on_b = pages
+    offer = net.create(a, "30777.00", "1", accept="manual")
+    wait_until(
+        lambda: net.call(b, "GET", f"/offers/{offer['id']}").status_code == 200, BOUND_S, "b"
+    )
+    held = net.call(b, "POST", f"/offers/{offer['id']}/bids", {"amount_btc": "0.4"})
+    assert held.status_code == 202, held.text
+    bid_id = held.json()["bid_id"]
+    row = _until(on_a, lambda d: _row(d, "pending", "bid-id", bid_id), "the bid on A's page")
+    assert "0.40000000" in row.text and "30777.00" in row.text
+
+    def accept(d) -> bool:
+        found = _row(d, "pending", "bid-id", bid_id)
+        if found is None:
+            return False
+        found.find_element(By.CSS_SELECTOR, "button.accept-button").click()
+        return True
+
+    _until(on_a, accept, "Accept clicked on A's page")
+    result = _until(on_a, lambda d: d.find_element(By.ID, "bid-result").text, "the answer")
+    assert result.startswith("accepted: 0.40000000 BTC at 30777.00"), result
+    _until(on_a, lambda d: not _row(d, "pending", "bid-id", bid_id), "the bid leaves the list")
+    fill_id = net.call(a, "GET", f"/offers/{offer['id']}").json()["fills"][0]["fill_id"]
+    for driver, role in ((on_a, "maker"), (on_b, "taker")):  # b learns it on a resolve round
+        text = _until(
+            driver, lambda d: _row_text(d, "fills", "fill-id", fill_id), f"the {role}'s fill"
+        )
+        assert text.split()[2:5] == [role, "30777.00", "0.40000000"]
+    shot = tmp_path / "manual.png"
+    assert on_a.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

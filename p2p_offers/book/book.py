@@ -26,6 +26,7 @@ from p2p_offers.book.levels import (
     AMOUNT,
     ENTRY,
     ID,
+    LEAST,
     OWNER,
     PRICE,
     PRIORITY,
@@ -37,6 +38,7 @@ from p2p_offers.book.levels import (
     Rec,
     Trade,
     entry_of,
+    least_of,
     opposite,
 )
 
@@ -83,10 +85,18 @@ class Book:
                 old[AMOUNT] = entry.amount
                 old[OWNER] = entry.owner
                 old[ENTRY] = entry
+                old[LEAST] = least_of(entry)
                 return
             self._unlink(old)
         self._sides[entry.side].rest(
-            self._recs, entry.id, entry.price, entry.amount, entry.priority, entry.owner, entry
+            self._recs,
+            entry.id,
+            entry.price,
+            entry.amount,
+            entry.priority,
+            entry.owner,
+            entry,
+            least_of(entry),
         )
 
     def remove(self, id: str) -> Entry | None:

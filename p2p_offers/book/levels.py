@@ -48,7 +48,7 @@ class Side(StrEnum):
 SIDES = (Side.BUY, Side.SELL)
 
 # Record layout: a list is cheaper to create and index than any object.
-AMOUNT, PRIORITY, ID, OWNER, PRICE, SIDE, ENTRY = range(7)
+AMOUNT, PRIORITY, ID, OWNER, PRICE, SIDE, ENTRY, LEAST = range(8)
 Rec = list[Any]
 
 BUCKET_BITS = 11  # price levels per bucket: 2048 cents, $20.48 of price
@@ -65,6 +65,14 @@ class Entry:
     amount: int  # satoshis still offered
     priority: int  # ms timestamp of the original placement (remainders keep the parent's)
     owner: str  # maker's public key hex
+    min_amount: int = 0  # smallest take the maker allows (0: any); see ``least_of``
+    manual: bool = False  # the maker accepts each bid by hand: no walk ever takes it
+
+
+def least_of(entry: Entry) -> int:
+    """What a record keeps in ``LEAST``: 0 (any take), the maker's minimum, or
+    ``UNLIMITED`` for a manual offer (more than any walk can want: never matched)."""
+    return UNLIMITED if entry.manual else entry.min_amount
 
 
 class Trade(NamedTuple):
@@ -141,6 +149,9 @@ class Levels:
                 for rec in levels[key]:
                     available = rec[AMOUNT]
                     if available and rec[OWNER] != exclude_owner:
+                        least = rec[LEAST]
+                        if least and (least == UNLIMITED or least > amount < available):
+                            continue
                         if available >= amount:
                             fills.append((rec, amount))
                             return fills
@@ -162,12 +173,13 @@ class Levels:
         priority: int,
         owner: str,
         entry: Entry | None = None,
+        least: int = 0,
     ) -> None:
         """Record a new id in ``recs`` and queue it at its level by ``(priority, id)``.
 
         The one place a record is made. Queueing is almost always an append.
         """
-        rec = recs[id] = [amount, priority, id, owner, price, self.name, entry]
+        rec = recs[id] = [amount, priority, id, owner, price, self.name, entry, least]
         key = price * self.sign
         queue = self.levels.get(key)
         if queue is None:  # a new level: on a 1-cent tick, most orders open one
@@ -244,7 +256,15 @@ class Levels:
 def entry_of(rec: Rec) -> Entry:
     entry = rec[ENTRY]
     if entry is None:
+        least = rec[LEAST]
         entry = rec[ENTRY] = Entry(
-            rec[ID], rec[SIDE], rec[PRICE], rec[AMOUNT], rec[PRIORITY], rec[OWNER]
+            rec[ID],
+            rec[SIDE],
+            rec[PRICE],
+            rec[AMOUNT],
+            rec[PRIORITY],
+            rec[OWNER],
+            0 if least == UNLIMITED else least,
+            least == UNLIMITED,
         )
     return entry

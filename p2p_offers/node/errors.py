@@ -216,6 +216,43 @@ class DuplicateBid(Refusal):
     code = "duplicate_bid"
 
 
+class BelowMinimum(Refusal):
+    """A bid (or a manual accept) for less than the offer's smallest take."""
+
+    code = "below_minimum"
+
+    @classmethod
+    def of(cls, offer_id: str, wanted: int, least: int) -> BelowMinimum:
+        return cls(
+            f"bid for {format_btc(wanted)} BTC; the offer takes at least {format_btc(least)} BTC",
+            {"offer_id": offer_id, "min_amount_btc": format_btc(least)},
+        )
+
+
+class BidRejected(Refusal):
+    """The owner of a manual offer rejected the pending bid."""
+
+    code = "bid_rejected"
+
+
+class PendingExpired(Refusal):
+    """A pending bid on a manual offer was neither accepted nor rejected in time."""
+
+    code = "pending_expired"
+
+
+class ManualOffer(Refusal):
+    """An order or uncrossing met a manual offer: only its owner's accept fills one."""
+
+    code = "manual_offer"
+
+
+class BidNotPending(Refusal):
+    """Accept or reject of a bid that is decided already (``details.status`` says how)."""
+
+    code = "bid_not_pending"
+
+
 class SelfCross(Refusal):
     """An offer of ours would cross our own resting offers (``details.offers`` names them)."""
 

@@ -41,6 +41,7 @@ from p2p_offers.node.storage.in_doubt import BidsInDoubt
 from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.own_offers import OwnOffers
+from p2p_offers.node.storage.pending import ManualBids
 from p2p_offers.node.storage.receipts import Receipts
 from p2p_offers.node.storage.refusals import Refusals
 from p2p_offers.node.storage.seen import Seen
@@ -70,6 +71,7 @@ class Node:
     refusals: Refusals
     seen: Seen
     in_doubt: BidsInDoubt
+    manual_bids: ManualBids
     orders: Orders
     ledger_rows: LedgerRows
     # network
@@ -234,6 +236,7 @@ class Node:
             try:
                 if time.monotonic() >= next_round:
                     self.taker.resolve_in_doubt(self._stopping)
+                    self.taker.resolve_pending(self._stopping)
                     next_round = time.monotonic() + interval
                 else:
                     self.taker.resolve_in_doubt(self._stopping, only_due=True)

@@ -39,6 +39,7 @@ from p2p_offers.node.storage.in_doubt import BidsInDoubt
 from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.own_offers import OwnOffers
+from p2p_offers.node.storage.pending import ManualBids
 from p2p_offers.node.storage.receipts import Receipts
 from p2p_offers.node.storage.refusals import Refusals
 from p2p_offers.node.storage.seen import Seen
@@ -63,6 +64,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
     node.refusals = Refusals(db)
     node.seen = Seen(db)
     node.in_doubt = BidsInDoubt(db)
+    node.manual_bids = ManualBids(db)
     node.orders = Orders(db)
     node.ledger_rows = LedgerRows(db)
     # the network: the DHT, other nodes, what they tell us and what we tell them
@@ -110,9 +112,17 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         node.publisher,
         clock,
         config.offer_ttl_s * 1000,
+        node.manual_bids,
     )
     node.taker = Taker(
-        key, node.index, node.peers, node.peer_client, node.receipts, node.in_doubt, clock
+        key,
+        node.index,
+        node.peers,
+        node.peer_client,
+        node.receipts,
+        node.in_doubt,
+        clock,
+        node.manual_bids,
     )
     # the ledger
     node.ledger = LedgerStore(node.ledger_rows, key)
@@ -152,5 +162,6 @@ def connect(node: Node) -> None:
     node.index.changed.connect(node.events.on_book)
     node.maker.recording_fills.connect(node.events.on_maker_fills)
     node.taker.filled.connect(node.events.on_taker_fill)
+    node.manual_bids.changed.connect(node.events.on_bid)
     node.ledger.recorded.connect(node.events.on_entries)
     node.replicator.pulled.connect(node.events.on_entries)

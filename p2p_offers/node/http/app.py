@@ -54,6 +54,7 @@ APIS = [public, peer, exchange, events_api, meta]
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "offer_id": {"type": "string"},
     "order_id": {"type": "string"},
+    "bid_id": {"type": "string"},
     "owner": {"type": "string", "description": "a feed owner's public key (hex)"},
 }
 DESCRIPTION = (

@@ -8,7 +8,9 @@ JSON ``data:`` (the shapes are the REST API's, docs/events.md):
 - ``fill``: a fill of ours, as the maker (a bid on one of our offers) or the
   taker (our bid): ``{"role", "fill"}``, the signed receipt;
 - ``trade``: a ledger entry this node stored, in its own feed or a replicated
-  one: ``{"owner", "height", "trade"}``.
+  one: ``{"owner", "height", "trade"}``;
+- ``bid``: a bid on a manual offer received, sent, or decided (accepted,
+  rejected, expired) on this node: ``{"bid"}``, as ``GET /bids/<bid_id>`` shows it.
 
 Three control events carry no id (so a browser's ``lastEventId`` is left alone):
 ``hello`` first, ``reset`` when the events since the client's ``Last-Event-ID``
@@ -58,9 +60,10 @@ from p2p_offers.ledger import LedgerEntry
 from p2p_offers.node import errors
 from p2p_offers.node.http.registry import Api
 from p2p_offers.node.http.schemas import Strict
-from p2p_offers.node.http.views import offer_view, receipt_view
+from p2p_offers.node.http.views import manual_bid_view, offer_view, receipt_view
 from p2p_offers.node.network.index import DROPPED
 from p2p_offers.node.storage.database import Tx
+from p2p_offers.node.storage.pending import ManualBid
 from p2p_offers.node.storage.receipts import StoredFill
 from p2p_offers.offers import OPEN, SignedOffer
 
@@ -69,8 +72,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BOOK, FILL, TRADE = "book", "fill", "trade"
-TYPES = (BOOK, FILL, TRADE)
+BOOK, FILL, TRADE, BID = "book", "fill", "trade", "bid"
+TYPES = (BOOK, FILL, TRADE, BID)
 RING = 1024  # events kept for resuming with Last-Event-ID
 QUEUE = 256  # events waiting for one client before it is dropped as slow
 BATCH = 64  # events written to a client at once
@@ -182,6 +185,10 @@ class EventHub:
         for fill in fills:
             self.publish(FILL, partial(_fill_data, fill))
 
+    def on_bid(self, row: ManualBid) -> None:
+        """``ManualBids.changed``: a bid on a manual offer written or decided (committed)."""
+        self.publish(BID, partial(_bid_data, row))
+
     def on_entries(self, entries: list[LedgerEntry]) -> None:
         """Ledger entries stored (ours after their commit, or another maker's, verified)."""
         for entry in entries:
@@ -280,6 +287,10 @@ def _fill_data(fill: StoredFill) -> dict[str, Any]:
     return {"role": str(fill.role), "fill": receipt_view(fill.receipt)}
 
 
+def _bid_data(row: ManualBid) -> dict[str, Any]:
+    return {"bid": manual_bid_view(row)}
+
+
 def _trade_data(entry: LedgerEntry) -> dict[str, Any]:
     receipt = Receipt.from_wire(entry["receipt"])  # verified before it was stored
     return {"owner": entry["owner"], "height": entry["height"], "trade": receipt_view(receipt)}
@@ -372,7 +383,7 @@ def _unsent_probe(environ: Mapping[str, Any], max_unsent: int) -> Callable[[], i
 
 events_api = Api("events")
 
-_TYPE = "(?:book|fill|trade)"
+_TYPE = "(?:book|fill|trade|bid)"
 
 
 class EventsQuery(Strict):
@@ -385,14 +396,15 @@ class EventsQuery(Strict):
     types: str | None = Field(
         None,
         pattern=f"^{_TYPE}(?:,{_TYPE})*$",
-        description="comma-separated event types to receive (book, fill, trade); default all",
+        description="comma-separated event types to receive (book, fill, trade, bid); default all",
     )
 
 
 @events_api.route(
     "GET",
     "/events",
-    summary="Server-Sent Events: book changes, our fills, trades (docs/events.md); "
+    summary="Server-Sent Events: book changes, our fills, trades, bids on manual offers "
+    "(docs/events.md); "
     "resume with Last-Event-ID",
     query=EventsQuery,
     raises=(errors.TooManyClients,),

@@ -35,6 +35,7 @@ def openapi(
     """The document of every registered operation; ``path_params`` gives each one's schema."""
     ops = [op for api in apis for op in api.operations]
     models = {m for op in ops for m in (op.body, op.query, op.response) if m} | {ErrorOut}
+    models |= {op.accepted for op in ops if isinstance(op.accepted, type)}
     refs, defs = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
@@ -95,8 +96,9 @@ def _responses(
     responses: dict[str, Any] = {}
     for status in [op.status] + ([202] if op.accepted else []):
         ok: dict[str, Any] = {"description": _OK.get(status, "OK")}
-        if op.response is not None:
-            ok["content"] = {"application/json": {"schema": refs[(op.response, "validation")]}}
+        model = op.accepted if status == 202 and isinstance(op.accepted, type) else op.response
+        if model is not None:
+            ok["content"] = {"application/json": {"schema": refs[(model, "validation")]}}
         elif op.media != JSON:
             ok["content"] = {op.media: {"schema": {"type": "string"}}}
         responses[str(status)] = ok

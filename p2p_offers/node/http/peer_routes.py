@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from flask import Response
+from flask import Response, current_app
 
 from p2p_offers.bids import Bid
 from p2p_offers.fields import DocError
@@ -15,6 +15,7 @@ from p2p_offers.node.http import schemas as s
 from p2p_offers.node.http.registry import Api
 from p2p_offers.node.http.remote import remote_address
 from p2p_offers.node.network.outcomes import Outcome
+from p2p_offers.node.storage.pending import ManualBid
 from p2p_offers.offers import SignedOffer
 
 if TYPE_CHECKING:
@@ -63,18 +64,27 @@ def gossip(node: Node, body: s.GossipEnvelope) -> dict[str, Any]:
 @peer.route(
     "POST",
     "/peer/bids",
-    summary="A signed bid on one of this node's offers; the reply is a signed receipt",
+    summary="A signed bid on one of this node's offers; the reply is a signed receipt, or "
+    "on a manual offer 202 pending (the same bid again: its receipt once accepted, 409 "
+    "bid_rejected or pending_expired, or 202 while still pending)",
     body=s.BidIn,
     response=s.ReceiptWire,
     status=201,
     raises=(errors.NotOwner, errors.NotFound, errors.Refusal, errors.InvalidInput),
+    accepted=s.PendingWire,
 )
-def accept_bid(node: Node, body: s.BidIn) -> dict[str, Any]:
+def accept_bid(node: Node, body: s.BidIn) -> Any:
     try:
         bid = Bid.from_wire(body.model_dump())
     except DocError as exc:
         raise errors.InvalidBid(str(exc)) from None
-    return node.maker.accept_bid(bid).to_wire()
+    outcome = node.maker.accept_bid(bid)
+    if isinstance(outcome, ManualBid):
+        held = {"bid_id": bid.bid_id, "status": "pending", "expires": outcome.expires}
+        pending = current_app.json.response(held)
+        pending.status_code = 202
+        return pending
+    return outcome.to_wire()
 
 
 @peer.route(

@@ -46,7 +46,7 @@ class Operation:
     raises: tuple[type[errors.DomainError], ...]
     auth: bool
     on_invalid: Callable[[Node], None] | None
-    accepted: bool  # may answer 202 (work still queued) instead of ``status``
+    accepted: bool | type[BaseModel]  # may answer 202 (work still queued), in this model if one
     media: str  # the success answer's content type (the handler returns a Response if not JSON)
 
 
@@ -68,7 +68,7 @@ class Api:
         raises: tuple[type[errors.DomainError], ...] = (),
         auth: bool = False,
         on_invalid: Callable[[Node], None] | None = None,
-        accepted: bool = False,
+        accepted: bool | type[BaseModel] = False,
         media: str = JSON,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:

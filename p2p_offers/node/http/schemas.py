@@ -31,7 +31,7 @@ from p2p_offers.book import Side
 from p2p_offers.fields import MAX_MS
 from p2p_offers.node.config import MAX_OFFER_TTL_S, MIN_OFFER_TTL_S
 from p2p_offers.node.offers.stp import Stp
-from p2p_offers.offers import OfferStatus
+from p2p_offers.offers import Accept, OfferStatus
 
 Status = OfferStatus
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -108,6 +108,18 @@ STP_FIELD: Any = Field(
 )
 
 
+def _given(parse: Any) -> Any:
+    """``parse``, refusing an explicit null: a field one may leave out, not set to null."""
+
+    def check(value: object) -> int:
+        if value is None:
+            raise ValueError("leave the field out instead of sending null")
+        result: int = parse(value)
+        return result
+
+    return check
+
+
 class CreateOffer(Strict):
     side: Side
     price_usd: PriceUsd
@@ -120,18 +132,22 @@ class CreateOffer(Strict):
         f"{MAX_OFFER_TTL_S}); the offer expires that long after the node stops refreshing it",
     )
     stp: Stp | None = STP_FIELD
-
-
-def _given(parse: Any) -> Any:
-    """``parse``, refusing an explicit null: a field one may leave out, not set to null."""
-
-    def check(value: object) -> int:
-        if value is None:
-            raise ValueError("leave the field out instead of sending null")
-        result: int = parse(value)
-        return result
-
-    return check
+    accept: Accept = Field(
+        Accept.AUTO,
+        description="auto: the first valid bid is filled at once; manual: each bid is held "
+        "pending (202) until this node accepts or rejects it (/offers/<id>/bids)",
+    )
+    min_amount_btc: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_btc)),
+        WithJsonSchema(
+            {
+                **money_schema("BTC", 8, money.MAX_AMOUNT_SATS),
+                "description": "the smallest take; an offer (or a remainder) holding less "
+                "than it can only be taken whole (so more than amount_btc: all or nothing)",
+            }
+        ),
+    ] = None
 
 
 class UpdateOffer(Strict):
@@ -261,6 +277,8 @@ class OfferOut(BaseModel):
     expires: int
     seq: int
     fill: FillOut | None
+    accept: Accept
+    min_amount_btc: BtcString | None
 
 
 class VersionOut(BaseModel):
@@ -317,6 +335,52 @@ class ReceiptOut(BaseModel):
     remainder: str | None
     ts: int
     sig: str
+
+
+class AcceptBid(Strict):
+    amount_btc: Annotated[
+        int | None,
+        BeforeValidator(_given(money.parse_btc)),
+        WithJsonSchema(
+            {
+                **money_schema("BTC", 8, money.MAX_AMOUNT_SATS),
+                "description": "accept this much of the bid (at most its amount); left out: all",
+            }
+        ),
+    ] = None
+
+
+class RejectBid(Strict):
+    """An empty object: every POST takes a JSON body (nothing to say yet about a reject)."""
+
+
+class ManualBidOut(BaseModel):
+    """A bid on a manual offer, as its owner (role maker) or its taker (role taker) holds it."""
+
+    bid_id: str
+    offer_id: str = Field(description="the record the taker bid on")
+    role: Literal["maker", "taker"]
+    status: Literal["pending", "accepted", "rejected", "expired"]
+    amount_btc: BtcString = Field(description="what the taker bid for")
+    price_usd: UsdString
+    maker: str
+    taker: str
+    created: int
+    expires: int = Field(description="ms: a bid still pending then is expired")
+    accepted_btc: BtcString | None = Field(description="what the accept filled, if accepted")
+    receipt: ReceiptOut | None = Field(description="the owner's signed receipt, once accepted")
+
+
+class ManualBidList(BaseModel):
+    bids: list[ManualBidOut]
+
+
+class PendingWire(BaseModel):
+    """An owner's answer to a bid on its manual offer: held pending until it decides."""
+
+    bid_id: str
+    status: Literal["pending"]
+    expires: int
 
 
 class ReceiptWire(BaseModel):

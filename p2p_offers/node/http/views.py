@@ -12,6 +12,7 @@ from typing import Any
 from p2p_offers import money
 from p2p_offers.bids import Bid, Receipt
 from p2p_offers.node.network.index import Version
+from p2p_offers.node.storage.pending import ManualBid
 from p2p_offers.node.storage.receipts import StoredFill
 from p2p_offers.node.trading.order import Order
 from p2p_offers.offers import SignedOffer
@@ -32,6 +33,8 @@ def offer_view(signed: SignedOffer) -> dict[str, Any]:
         "created": o.created,
         "expires": o.expires,
         "seq": signed.seq,
+        "accept": o.accept,
+        "min_amount_btc": None if o.min_amount is None else money.format_btc(o.min_amount),
         "fill": None
         if fill is None
         else {
@@ -65,6 +68,24 @@ def receipt_view(r: Receipt) -> dict[str, Any]:
         "remainder": r.remainder,
         "ts": r.ts,
         "sig": r.sig,
+    }
+
+
+def manual_bid_view(m: ManualBid, receipt: Receipt | None = None) -> dict[str, Any]:
+    b = m.bid
+    return {
+        "bid_id": b.bid_id,
+        "offer_id": b.offer_id,
+        "role": m.role,
+        "status": m.status,
+        "amount_btc": money.format_btc(b.amount),
+        "price_usd": money.format_usd(b.price),
+        "maker": b.maker,
+        "taker": b.taker,
+        "created": m.created,
+        "expires": m.expires,
+        "accepted_btc": None if m.accepted is None else money.format_btc(m.accepted),
+        "receipt": None if receipt is None else receipt_view(receipt),
     }
 
 

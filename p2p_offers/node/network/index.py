@@ -162,7 +162,14 @@ class OfferIndex:
             heapq.heappush(self._expiry, (offer.expires, offer.id))
             if offer.status == OPEN:
                 entry = Entry(
-                    offer.id, offer.side, offer.price, offer.amount, offer.priority, signed.owner
+                    offer.id,
+                    offer.side,
+                    offer.price,
+                    offer.amount,
+                    offer.priority,
+                    signed.owner,
+                    offer.min_amount or 0,
+                    offer.manual,
                 )
                 self._book.add(entry)
                 if offer.id not in self._open_ids:

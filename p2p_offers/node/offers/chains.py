@@ -18,6 +18,7 @@ from p2p_offers.node import errors
 
 if TYPE_CHECKING:
     from p2p_offers.bids import Bid, Receipt
+    from p2p_offers.node.storage.pending import ManualBid
 
 
 class Chain:
@@ -66,7 +67,7 @@ class Chains:
 class Slot:
     """A bid waiting in its chain's queue, and what became of it."""
 
-    __slots__ = ("bid", "done", "error", "receipt")
+    __slots__ = ("bid", "done", "error", "held", "receipt")
 
     def __init__(self, bid: Bid) -> None:
         self.bid = bid
@@ -75,11 +76,14 @@ class Slot:
     def reset(self) -> None:
         self.done = False
         self.receipt: Receipt | None = None
+        self.held: ManualBid | None = None  # a bid on a manual offer, pending
         self.error: Exception | None = None
 
-    def outcome(self) -> Receipt:
+    def outcome(self) -> Receipt | ManualBid:
         if self.error is not None:
             raise self.error
+        if self.held is not None:
+            return self.held
         if self.receipt is None:  # never expected: settled without an outcome
             raise errors.Internal(f"bid {self.bid.bid_id} was not settled")
         return self.receipt

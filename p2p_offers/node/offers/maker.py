@@ -42,7 +42,14 @@ from p2p_offers.node.offers.stp import Stp
 from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.database import Database, Tx
 from p2p_offers.node.storage.own_offers import OwnOffers, OwnVersion
-from p2p_offers.node.storage.receipts import Receipts, StoredFill
+from p2p_offers.node.storage.pending import (
+    DEFAULT_PENDING_MS,
+    MAX_PENDING_MS,
+    BidStatus,
+    ManualBid,
+    ManualBids,
+)
+from p2p_offers.node.storage.receipts import Receipts, Role, StoredFill
 from p2p_offers.node.storage.refusals import Refusals, Refused
 from p2p_offers.offers import FILLED, OPEN, SignedOffer, TransitionError
 from p2p_offers.signing import public_hex
@@ -69,6 +76,8 @@ class OfferService:
         publisher: Publisher,
         clock: Callable[[], int],
         default_ttl_ms: int,
+        manual_bids: ManualBids,
+        pending_ms: int = DEFAULT_PENDING_MS,
     ) -> None:
         self.key = key
         self.me = public_hex(key)
@@ -80,6 +89,8 @@ class OfferService:
         self.publisher = publisher
         self.clock = clock
         self.default_ttl_ms = default_ttl_ms
+        self.manual_bids = manual_bids
+        self.pending_ms = max(1, min(pending_ms, MAX_PENDING_MS))
         # told inside each fill's transaction (the ledger appends there: all or nothing)
         self.recording_fills: Signal[[Tx, list[StoredFill]]] = Signal("recording fills")
         self._placing = threading.Lock()  # a self-cross check and the change it allows
@@ -119,16 +130,30 @@ class OfferService:
         amount: int,
         ttl_ms: int | None = None,
         stp: Stp | None = None,
+        accept: str = offers.Accept.AUTO,
+        min_amount: int | None = None,
     ) -> SignedOffer:
         """A new offer, unless it would cross our own (see the module docstring)."""
         with self._placing:
             self._clear_crossing(side, price, stp)
-            return self.create(side, price, amount, ttl_ms)
+            return self.create(side, price, amount, ttl_ms, accept, min_amount)
 
-    def create(self, side: str, price: int, amount: int, ttl_ms: int | None = None) -> SignedOffer:
+    def create(
+        self,
+        side: str,
+        price: int,
+        amount: int,
+        ttl_ms: int | None = None,
+        accept: str = offers.Accept.AUTO,
+        min_amount: int | None = None,
+    ) -> SignedOffer:
         """A new offer, unchecked: what ``place`` posts, and what uncrossing gives back."""
         ttl = ttl_ms or self.default_ttl_ms
-        offer = transition(lambda: offers.create(side, price, amount, self.clock(), ttl))
+        offer = transition(
+            lambda: offers.create(
+                side, price, amount, self.clock(), ttl, accept=accept, min_amount=min_amount
+            )
+        )
         version = OwnVersion(offers.sign(self.key, offer, offers.FIRST_SEQ), offer.id, ttl)
         with self.chains.locked(offer.id):
             self.commit([version])
@@ -271,9 +296,22 @@ class OfferService:
 
     # -- bids ------------------------------------------------------------------------------
 
-    def accept_bid(self, bid: Bid) -> Receipt:
-        """Fill a taker's bid on one of our offers, or say precisely why not (see ``settle``)."""
+    def accept_bid(self, bid: Bid) -> Receipt | ManualBid:
+        """Fill a taker's bid on one of our offers, or say precisely why not (see ``settle``);
+        on a manual offer, the bid held pending."""
         return self._settler.accept(bid)
+
+    def accept_pending(self, offer_id: str, bid_id: str, amount: int | None = None) -> Receipt:
+        """Our accept of a pending bid on our manual offer (the chain of ``offer_id``)."""
+        return self._settler.accept_pending(offer_id, bid_id, amount)
+
+    def reject_pending(self, offer_id: str, bid_id: str) -> ManualBid:
+        return self._settler.reject_pending(offer_id, bid_id)
+
+    def bids_on(self, offer_id: str) -> list[ManualBid]:
+        """The bids held on the chain of our offer ``offer_id``, oldest first, as of now."""
+        now = self.clock()
+        return [row.effective(now) for row in self.manual_bids.of_root(self.root(offer_id))]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -352,17 +390,25 @@ class OfferService:
         versions: list[OwnVersion],
         fills: Iterable[StoredFill] = (),
         refused: list[Refused] | None = None,
+        held: list[ManualBid] | None = None,
+        decided: list[tuple[str, BidStatus, int | None]] | None = None,
     ) -> None:
         """Durable first, then visible, then published (see the module docstring).
 
         A fill whose bid already has a receipt raises ``BidRecorded`` and writes nothing.
         ``refused`` bids are remembered in the same transaction, so a refusal is as
-        durable as a fill before either is answered.
+        durable as a fill before either is answered; so are ``held`` bids (pending on a
+        manual offer) and ``decided`` ones (a pending bid's end, with the accept's fill).
         """
         fills = list(fills)
         with self.db.transaction() as tx:
             if refused:
                 self.refusals.insert(tx, refused, self.clock())
+            if held:
+                self.manual_bids.insert(tx, held)
+            for bid_id, status, amount in decided or ():
+                if not self.manual_bids.decide(tx, bid_id, Role.MAKER, status, amount):
+                    raise errors.BidNotPending(f"bid {bid_id} is no longer pending")
             self.own_offers.save(tx, versions)
             for fill in fills:
                 self.receipts.insert_new(tx, fill)

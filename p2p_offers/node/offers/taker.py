@@ -18,6 +18,15 @@ settles it as unfilled, and no answer leaves it for the next round. A bid
 that just went in doubt is retried after ``IN_DOUBT_BACKOFF_S``, doubling, by
 that thread (``due``), then every resolve interval. ``resolved`` tells the
 order desk either way.
+
+A bid on a manual offer (#9.1) is written down (``storage/pending``, role
+taker) before it is sent, so a crash cannot lose a bid its owner may still
+accept. The owner answers it pending (the user gets 202); ``resolve_pending``,
+on the same resolver thread, sends it again as it is each round, and the
+owner answers a bid it holds from its record: the receipt once accepted (for
+all or part of the bid: the one case where a receipt may be for less),
+``bid_rejected`` / ``pending_expired``, or pending still. No push is needed,
+and an owner that was down meanwhile is simply asked again.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from nacl.signing import SigningKey
 
@@ -41,6 +51,7 @@ from p2p_offers.node.network.peers import Peers
 from p2p_offers.node.network.transport import MaybeDelivered, TransportError
 from p2p_offers.node.signals import Signal
 from p2p_offers.node.storage.in_doubt import BidsInDoubt
+from p2p_offers.node.storage.pending import MAX_PENDING_MS, BidStatus, ManualBid, ManualBids
 from p2p_offers.node.storage.receipts import Receipts, Role, StoredFill
 from p2p_offers.signing import SignatureError, public_hex
 
@@ -60,6 +71,7 @@ class Taker:
         receipts: Receipts,
         in_doubt: BidsInDoubt,
         clock: Callable[[], int],
+        manual_bids: ManualBids,
     ) -> None:
         self.key = key
         self.me = public_hex(key)
@@ -69,7 +81,10 @@ class Taker:
         self.receipts = receipts
         self.in_doubt_bids = in_doubt
         self.clock = clock
+        self.manual_bids = manual_bids
         self._lock = threading.Lock()
+        # our bids held pending on manual offers (in memory too: an auto bid costs no read)
+        self._held = {m.bid.bid_id for m in manual_bids.pending(Role.TAKER)}
         self._retry: dict[str, tuple[float, float]] = {}  # bid id -> (next try, last delay)
         self.counts: Counter[str] = Counter()
         # (bid, receipt or None if unfilled) when a bid in doubt is settled
@@ -84,10 +99,26 @@ class Taker:
         for_offer: str | None = None,
         price: int | None = None,
     ) -> Receipt:
+        """A bid that fills now or not at all (orders, uncrossing): a manual offer is refused
+        ``manual_offer``, and an owner that holds it pending anyway decides nothing."""
+        outcome = self.bid_or_hold(offer_id, amount, for_offer, price, manual_ok=False)
+        if not isinstance(outcome, Receipt):
+            raise errors.ManualOffer(f"offer {offer_id} is filled only by its owner's accept")
+        return outcome
+
+    def bid_or_hold(
+        self,
+        offer_id: str,
+        amount: int,
+        for_offer: str | None = None,
+        price: int | None = None,
+        manual_ok: bool = True,
+    ) -> Receipt | ManualBid:
         """Bid ``amount`` on another node's offer; ``for_offer``: the own offer it trades for
         (uncrossing), recorded with the fill so that offer shows it. With ``price`` (what the
         user saw) the bid is signed at that price, so the owner fills it at no other
-        (``PriceChanged``); a price our book already shows moved is refused here."""
+        (``PriceChanged``); a price our book already shows moved is refused here. On a
+        manual offer the answer is the bid held pending (see the module docstring)."""
         held = self.index.get(offer_id)
         if held is None:
             raise errors.unknown("offer", offer_id)
@@ -99,6 +130,10 @@ class Taker:
             raise errors.OfferTaken(f"offer {offer_id} is {offer.status}")
         if price is not None and price != offer.price:
             raise errors.PriceChanged.terms(offer_id, signed.seq, offer.price)
+        if offer.manual and not manual_ok:
+            raise errors.ManualOffer(f"offer {offer_id} is filled only by its owner's accept")
+        if amount < offer.smallest_take:  # the owner would refuse it the same way
+            raise errors.BelowMinimum.of(offer_id, amount, offer.smallest_take)
         bid = make_bid(
             self.key,
             offer_id=offer_id,
@@ -108,9 +143,25 @@ class Taker:
             price=offer.price,
             now_ms=self.clock(),
         )
-        return self._send(bid, for_offer, opposite(offer.side))
+        if not offer.manual:
+            return self._send(bid, for_offer, opposite(offer.side))
+        now = self.clock()
+        self.manual_bids.add(
+            ManualBid(bid, Role.TAKER, offer_id, BidStatus.PENDING, now, now + MAX_PENDING_MS)
+        )
+        with self._lock:
+            self._held.add(bid.bid_id)
+        try:
+            return self._send(bid, for_offer, opposite(offer.side))
+        except (errors.OwnerUnreachable, errors.DhtUnavailable):
+            self.manual_bids.drop(bid.bid_id, Role.TAKER)  # it surely never arrived
+            with self._lock:
+                self._held.discard(bid.bid_id)
+            raise
 
-    def _send(self, bid: Bid, for_offer: str | None = None, side: str | None = None) -> Receipt:
+    def _send(
+        self, bid: Bid, for_offer: str | None = None, side: str | None = None
+    ) -> Receipt | ManualBid:
         """One bid to its owner: a checked receipt, a refusal, or why there is no answer."""
         try:
             addresses = self.peers.owner(bid.maker)
@@ -130,16 +181,25 @@ class Taker:
             except TransportError as exc:  # not delivered, or an answer we cannot read
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 continue
-            except REFUSED:
+            except REFUSED as exc:
                 self._settled(bid, None)
+                if self._is_held(bid.bid_id):
+                    ended = BidStatus.EXPIRED
+                    if not isinstance(exc, errors.PendingExpired):
+                        ended = BidStatus.REJECTED
+                    self._decide(bid.bid_id, ended)
                 raise
             except errors.DomainError as exc:
                 raise self._undecided(bid, f"the owner answered {exc.code}") from None
+            if isinstance(reply, dict) and reply.get("status") == "pending":
+                return self._pending(bid, reply)
             receipt = self._check(bid, reply)
             fill = StoredFill(bid, receipt, Role.TAKER, for_offer, side)
             if self.receipts.add(fill):
                 self.filled.emit(fill)
             self._settled(bid, receipt)
+            if self._is_held(bid.bid_id):
+                self._decide(bid.bid_id, BidStatus.ACCEPTED, receipt.amount)
             return receipt
         if doubt:
             raise errors.BidInDoubt.of(bid)
@@ -152,11 +212,57 @@ class Taker:
             return errors.BidInDoubt.of(bid)
         return errors.OwnerUnreachable(why)
 
+    def _pending(self, bid: Bid, reply: dict) -> ManualBid:
+        """The owner holds ``bid`` pending: keep its expiry (bounded), stop doubting it."""
+        row = self.manual_bids.get(bid.bid_id, Role.TAKER)
+        if row is None:  # not a bid we sent to a manual offer: it decides nothing
+            raise self._undecided(bid, "the owner held a bid on an offer that is not manual")
+        if self.in_doubt_bids.remove(bid.bid_id):  # answered: the owner has it
+            with self._lock:
+                self._retry.pop(bid.bid_id, None)
+        expires = reply.get("expires")
+        now = self.clock()
+        if (
+            isinstance(expires, int)
+            and not isinstance(expires, bool)
+            and now <= expires <= now + MAX_PENDING_MS
+            and expires != row.expires
+            and self.manual_bids.expire_at(bid.bid_id, expires)
+        ):
+            row = replace(row, expires=expires)
+        return row
+
+    def _is_held(self, bid_id: str) -> bool:
+        with self._lock:
+            return bid_id in self._held
+
+    def _decide(self, bid_id: str, status: BidStatus, accepted: int | None = None) -> None:
+        self.manual_bids.settle(bid_id, Role.TAKER, status, accepted)
+        with self._lock:
+            self._held.discard(bid_id)
+
+    def resolve_pending(self, stopping: threading.Event | None = None) -> int:
+        """Ask the owners about our bids they hold pending; return how many were decided."""
+        decided = 0
+        for row in self.manual_bids.pending(Role.TAKER):
+            if stopping is not None and stopping.is_set():
+                break
+            try:
+                outcome = self._send(row.bid, side=None)
+            except REFUSED:
+                decided += 1
+                continue
+            except errors.DomainError as exc:
+                log.info("pending bid %s: no answer (%s)", row.bid.bid_id, exc.code)
+                continue
+            decided += isinstance(outcome, Receipt)
+        return decided
+
     def _check(self, bid: Bid, reply: object) -> Receipt:
         try:
             receipt = Receipt.from_wire(reply)
             receipt.verify()
-            receipt.check_answers(bid)
+            receipt.check_answers(bid, part=self._is_held(bid.bid_id))
         except (DocError, SignatureError) as exc:
             log.warning("bad receipt for bid %s: %s", bid.bid_id, exc)
             if bid.bid_id in self.in_doubt_bids:

@@ -7,7 +7,9 @@ columns, its fills and its bids in doubt in tables of their own, all indexed.
 Version 2 adds ``refused_bids`` (the owner's final refusals, so a replayed bid
 gets the refusal it got before and never a fill), and links a taker fill made
 for one of our offers (uncrossing) to that offer (``for_offer`` on receipts
-and bids in doubt), with the indexes that read an offer's fills.
+and bids in doubt), with the indexes that read an offer's fills. Version 3
+adds ``manual_bids``: bids on manual offers, on both sides (the owner's pending
+bids to accept or reject, and the taker's bids waiting for that decision).
 
 A fresh file is created at the current version; an older one is migrated in
 one transaction, so a crash mid-way leaves it as it was.
@@ -19,7 +21,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-VERSION = 2
+VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS own_offers (
@@ -101,6 +103,22 @@ CREATE TABLE IF NOT EXISTS refused_bids (
     keep_until INTEGER NOT NULL  -- ms: past it the bid is outside the window for good
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refused_bids_keep ON refused_bids (keep_until);
+"""
+
+V3 = """
+CREATE TABLE IF NOT EXISTS manual_bids (
+    bid_id   TEXT NOT NULL,
+    role     TEXT NOT NULL,     -- 'maker' (a bid on our manual offer) or 'taker' (ours)
+    root     TEXT NOT NULL,     -- maker: the chain the bid is on, taker: the offer bid on
+    bid      TEXT NOT NULL,     -- Bid.to_wire(), as signed
+    status   TEXT NOT NULL,     -- pending, accepted, rejected, expired
+    created  INTEGER NOT NULL,  -- ms
+    expires  INTEGER NOT NULL,  -- ms: a pending bid not decided by then is expired
+    accepted INTEGER,           -- satoshis an accept filled (at most the bid's amount)
+    PRIMARY KEY (bid_id, role)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manual_bids_root ON manual_bids (root, created);
+CREATE INDEX IF NOT EXISTS manual_bids_open ON manual_bids (role, status) WHERE status = 'pending';
 """
 
 ORDERS = """
@@ -204,4 +222,9 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     _run(db, V2)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    """Bids on manual offers (#9.1); nothing else changes."""
+    _run(db, V3)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]

@@ -13,6 +13,7 @@ const state = {
   peers: [],
   fills: new Map(), // fill_id -> {role, receipt}: from fill events and from the trades
   drafts: new Map(), // offer id -> a bid amount being typed: kept across re-renders
+  pending: [], // bids still pending on my manual offers, oldest first
 };
 const dirty = new Set();
 let busy = false; // a round of fetches is running
@@ -55,7 +56,19 @@ const loaders = {
   },
   async offers() {
     const r = await api("GET", "/offers?status=open&limit=500");
-    if (r.ok) { state.offers = r.data.offers; renderOffers(); renderMine(); }
+    if (r.ok) { state.offers = r.data.offers; renderOffers(); renderMine(); schedule("pending"); }
+  },
+  async pending() {
+    // the bids on each of my open manual offers (a chain's bids are listed by any of its records)
+    const manual = state.offers.filter((o) => o.owner === state.me && o.accept === "manual");
+    const lists = await Promise.all(manual.map((o) => api("GET", `/offers/${encodeURIComponent(o.id)}/bids`)));
+    const seen = new Map();
+    lists.forEach((r, i) => {
+      if (!r.ok) return;
+      for (const b of r.data.bids) if (b.status === "pending") seen.set(b.bid_id, { offer: manual[i].id, bid: b });
+    });
+    state.pending = [...seen.values()];
+    renderPending();
   },
   async trades() {
     const r = await api("GET", "/trades?limit=100");
@@ -118,7 +131,7 @@ function follow() {
     schedule("offers");
   });
   events.addEventListener("trade", () => schedule("trades"));
-  // PENDING-BIDS: "bid" events (a bid received on a manual offer, its outcome) go here.
+  events.addEventListener("bid", () => schedule("pending")); // received, accepted, rejected
 }
 
 // -- rendering ----------------------------------------------------------------------------------
@@ -242,6 +255,26 @@ function renderMine() {
     return tr;
   });
   fill($("#mine tbody"), rows.length ? rows : [emptyRow(5, "none")]);
+}
+
+function renderPending() {
+  const rows = state.pending.map(({ offer, bid }) => {
+    const tr = document.createElement("tr");
+    tr.dataset.bidId = bid.bid_id;
+    tr.append(cell(bid.price_usd, "num"), cell(bid.amount_btc, "num"), cell(short(bid.taker)), cell(clock(bid.expires)));
+    const td = document.createElement("td");
+    for (const [label, action, cls] of [["Accept", "accept", "accept-button"], ["Reject", "reject", "secondary reject-button"]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = cls;
+      button.textContent = label;
+      button.addEventListener("click", () => decide(offer, bid, action, button));
+      td.append(button);
+    }
+    tr.append(td);
+    return tr;
+  });
+  fill($("#pending tbody"), rows.length ? rows : [emptyRow(5, "none")]);
 }
 
 function renderFills() {
@@ -390,6 +423,9 @@ async function bid(offer, input, button) {
     const r = await api("POST", `/offers/${encodeURIComponent(offer.id)}/bids`, { amount_btc: amount });
     if (!r.ok) return say(result, errorText(r), false);
     state.drafts.delete(offer.id);
+    if (r.status === 202) { // a manual offer: its owner decides (GET /bids/<bid_id> follows it)
+      return say(result, `pending: ${r.data.amount_btc} BTC at ${r.data.price_usd} USD, until the owner accepts or rejects it (bid ${r.data.bid_id})`, true);
+    }
     state.fills.set(r.data.fill_id, { role: "taker", receipt: r.data });
     renderFills();
     say(result, `filled ${r.data.amount_btc} BTC at ${r.data.price_usd} USD (fill ${r.data.fill_id})`, true);
@@ -415,6 +451,22 @@ async function cancel(offer, button) {
   }
 }
 
+async function decide(offerId, bid, action, button) {
+  button.disabled = true;
+  const result = $("#bid-result");
+  try {
+    const path = `/offers/${encodeURIComponent(offerId)}/bids/${encodeURIComponent(bid.bid_id)}/${action}`;
+    const r = await api("POST", path, {});
+    if (!r.ok) say(result, errorText(r), false);
+    else say(result, action === "accept" ? `accepted: ${r.data.amount_btc} BTC at ${r.data.price_usd}` : "rejected", true);
+    schedule("pending", "book", "offers");
+  } catch (e) {
+    say(result, `the node cannot be reached: ${e}`, false);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // -- start --------------------------------------------------------------------------------------
 
 async function start() {
@@ -431,7 +483,7 @@ async function start() {
     });
   }
   window.addEventListener("resize", drawDepth);
-  renderLadder(); renderOffers(); renderMine(); renderFills(); renderTrades(); renderPeers(); drawDepth();
+  renderLadder(); renderOffers(); renderMine(); renderPending(); renderFills(); renderTrades(); renderPeers(); drawDepth();
   for (;;) {
     try {
       const r = await api("GET", "/health");
