@@ -85,6 +85,17 @@ def test_actions_answer_exactly_what_rest_does(net):
     assert call(net, b, "listTrades") == net.get(b, "/trades")
     assert call(net, b, "verifyLedger") == net.get(b, "/ledger/verify")
     assert call(net, b, "getAccount") == net.get(b, "/account")
+    # manual offers: a's bid list, accepted from b's bid, over RPC as over REST (#9.1)
+    manual = call(
+        net, a, "createOffer", side="sell", price_usd="32000.00", amount_btc="1", accept="manual"
+    )
+    wait_until(lambda: net.offer(b, manual["id"]), what="the manual offer on b")
+    pending = call(net, b, "placeBid", offer_id=manual["id"], amount_btc="0.1")
+    assert pending["status"] == "pending"
+    bids = call(net, a, "listBids", offer_id=manual["id"])
+    assert bids == net.get(a, f"/offers/{manual['id']}/bids")
+    filled = call(net, a, "acceptBid", offer_id=manual["id"], bid_id=pending["bid_id"])
+    assert (filled["bid_id"], filled["amount_btc"]) == (pending["bid_id"], "0.10000000")
     assert call(net, b, "listTrades", taker="me") == net.get(b, "/trades?taker=me")
 
 

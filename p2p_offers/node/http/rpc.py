@@ -52,6 +52,19 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "listTrades": ("GET", "/trades", {}),
     "verifyLedger": ("GET", "/ledger/verify", {}),
     "getAccount": ("GET", "/account", {}),
+    # manual offers (issue 9.1): the maker's bid list and choice, the taker's view of a bid
+    "listBids": ("GET", "/offers/<offer_id>/bids", {"offer_id": "offer_id"}),
+    "acceptBid": (
+        "POST",
+        "/offers/<offer_id>/bids/<bid_id>/accept",
+        {"offer_id": "offer_id", "bid_id": "bid_id"},
+    ),
+    "rejectBid": (
+        "POST",
+        "/offers/<offer_id>/bids/<bid_id>/reject",
+        {"offer_id": "offer_id", "bid_id": "bid_id"},
+    ),
+    "getBid": ("GET", "/bids/<bid_id>", {"bid_id": "bid_id"}),
 }
 # node to node (issue 7.2), under PEER_SERVICE: the /peer/* endpoints, for GrenacheTransport
 PEER_ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
