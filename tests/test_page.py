@@ -296,8 +296,9 @@ def test_a_pending_bid_is_accepted_from_the_maker_s_page_and_fills_on_both(
     held = net.call(b, "POST", f"/offers/{offer['id']}/bids", {"amount_btc": "0.4"})
     assert held.status_code == 202, held.text
     bid_id = held.json()["bid_id"]
-    row = _until(on_a, lambda d: _row(d, "pending", "bid-id", bid_id), "the bid on A's page")
-    assert "0.40000000" in row.text and "30777.00" in row.text
+    # the text is read in the same try as the row is found: a re-render may replace the row
+    text = _until(on_a, lambda d: _row_text(d, "pending", "bid-id", bid_id), "the bid on A's page")
+    assert "0.40000000" in text and "30777.00" in text
 
     def accept(d) -> bool:
         found = _row(d, "pending", "bid-id", bid_id)
