@@ -7,6 +7,7 @@ for a time.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import requests
@@ -17,17 +18,20 @@ FAILED_CLEANLY = {"owner_unreachable", "bid_in_doubt", "peer_failure"}
 
 
 class Desk:
-    """One HTTP session from the control namespace to every host's node."""
+    """HTTP from the control namespace to every host's node (a session per thread)."""
 
     def __init__(self, bed: TestBed) -> None:
         self.bed = bed
-        self.session = requests.Session()
-        self.session.trust_env = False
+        self.local = threading.local()
         self.ids: dict[str, str] = {}
 
     def call(self, method: str, host: Host, path: str, **kw: Any) -> requests.Response:
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = requests.Session()
+            session.trust_env = False
         with self.bed.control():
-            return self.session.request(method, host.node_url + path, timeout=30, **kw)
+            return session.request(method, host.node_url + path, timeout=30, **kw)
 
     def get(self, host: Host, path: str) -> Any:
         resp = self.call("GET", host, path)
