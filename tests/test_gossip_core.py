@@ -190,6 +190,33 @@ def test_mesh_drops_unresponsive_peers_and_backs_off():
     assert mesh.refresh([peer_id(1)])[0] == [peer_id(1)]
 
 
+def test_an_undersized_mesh_retries_peers_dropped_for_failures_but_not_prunes():
+    """A partition empties a mesh by failed sends; after the heal the halves must find each
+    other again within seconds, not when the 60 s backoff ends (issue 8.4)."""
+    clock = Clock()
+    params = MeshParams(d=3, d_low=3, d_high=4)
+    mesh = Mesh(peer_id(0), params, random.Random(1), clock)
+    far, pruner = [peer_id(1), peer_id(2)], peer_id(3)
+    mesh.refresh([*far, pruner])
+    for peer in far:
+        for _ in range(params.max_failures):
+            mesh.failed(peer)
+    mesh.prune(pruner)
+    assert mesh.members() == []
+    clock.t = params.retry_s / 2
+    assert mesh.refresh([*far, pruner]) == ([], [])  # too soon
+    clock.t = params.retry_s
+    added, _ = mesh.refresh([*far, pruner])
+    assert sorted(added) == far and mesh.members() == far  # the pruner still backs off
+    full = Mesh(peer_id(0), MeshParams(d=1, d_low=1, d_high=2), random.Random(1), clock)
+    full.refresh([peer_id(1)])
+    for _ in range(3):
+        full.failed(peer_id(1))
+    full.refresh([peer_id(2)])
+    clock.t += 10
+    assert full.refresh([peer_id(1)]) == ([], [])  # a mesh in bounds does not retry
+
+
 # -- digest ----------------------------------------------------------------------------------
 
 

@@ -16,6 +16,13 @@ Peers that fail ``max_failures`` sends in a row are dropped, and a dropped or
 pruned peer is not picked again for ``backoff_s`` (gossipsub's prune backoff),
 so a dead address still listed by the DHT (announcements outlive their node by
 up to the grape's ``--dpa``) does not churn back in at every refresh.
+
+Except while the mesh is below ``d_low``: then a peer dropped for failed sends
+(not one that pruned us) is tried again after ``retry_s``. A partition is what
+empties a mesh that way, and without the retry the two halves of a healed
+partition stayed apart until every backoff ran out (a 30 s cut on 6 hosts took
+10 anti-entropy rounds to repair instead of 2: ``tests/test_testbed_partition.py``).
+A full mesh never retries, so dead addresses still cost nothing there.
 """
 
 from __future__ import annotations
@@ -34,12 +41,13 @@ class MeshParams:
     d_high: int = 8
     max_failures: int = 3
     backoff_s: float = 60.0
+    retry_s: float = 2.0  # an undersized mesh retries peers dropped for failures this soon
 
     def __post_init__(self) -> None:
         if not 1 <= self.d_low <= self.d <= self.d_high:
             raise ValueError("need 1 <= d_low <= d <= d_high")
-        if self.max_failures < 1 or self.backoff_s < 0:
-            raise ValueError("max_failures >= 1 and backoff_s >= 0")
+        if self.max_failures < 1 or self.backoff_s < 0 or self.retry_s < 0:
+            raise ValueError("max_failures >= 1, backoff_s >= 0 and retry_s >= 0")
 
 
 class Mesh:
@@ -56,6 +64,7 @@ class Mesh:
         self.clock = clock
         self._peers: dict[str, int] = {}  # peer -> consecutive failed sends
         self._backoff: dict[str, float] = {}  # peer -> not before this time
+        self._failed: dict[str, float] = {}  # peer dropped for failed sends -> when
 
     def members(self) -> list[str]:
         """The neighbours, sorted (so that callers iterating them are deterministic)."""
@@ -76,23 +85,24 @@ class Mesh:
         """
         now = self.clock()
         self._backoff = {p: t for p, t in self._backoff.items() if t > now}
+        self._failed = {p: t for p, t in self._failed.items() if p in self._backoff}
         added: list[str] = []
         removed: list[str] = []
         p = self.params
         if len(self._peers) < p.d_low:
-            pool = sorted(
-                {
-                    c
-                    for _, c in zip(range(MAX_CANDIDATES), candidates, strict=False)
-                    if isinstance(c, str)
-                    and c != self.me
-                    and c not in self._peers
-                    and c not in self._backoff
-                }
-            )
+            listed = {
+                c
+                for _, c in zip(range(MAX_CANDIDATES), candidates, strict=False)
+                if isinstance(c, str) and c != self.me and c not in self._peers
+            }
+            pool = sorted(c for c in listed if c not in self._backoff)
             added = self.rng.sample(pool, min(len(pool), p.d - len(self._peers)))
+            retry = sorted(c for c in listed if self._failed.get(c, now) + p.retry_s <= now)
+            added += self.rng.sample(retry, min(len(retry), p.d - len(self._peers) - len(added)))
             for peer in added:
                 self._peers[peer] = 0
+                self._backoff.pop(peer, None)
+                self._failed.pop(peer, None)
         elif len(self._peers) > p.d_high:
             removed = self.rng.sample(self.members(), len(self._peers) - p.d)
             for peer in removed:
@@ -126,7 +136,9 @@ class Mesh:
             return False
         self._peers[peer] += 1
         if self._peers[peer] >= self.params.max_failures:
-            self._drop(peer, self.clock())
+            now = self.clock()
+            self._drop(peer, now)
+            self._failed[peer] = now
             return True
         return False
 

@@ -3,12 +3,23 @@
 Callers get typed results or one of the transport's errors (``NotDelivered``,
 ``MaybeDelivered``, ``BadReply``) or the remote's ``DomainError``; replies are
 checked for shape here, so no caller parses a peer's JSON itself.
+
+Reply timeouts follow the measured round trips (issue 8.2): one RFC 6298
+estimator (``p2p_offers.rtt``) per peer address and action, since a sync page
+of 1,000 records and an ``identify`` differ in what the peer does before it
+answers. A call waits ``min(the action's maximum in PeerTimeouts, RTO)``, and
+the RTO never goes below ``PeerTimeouts.floor_s``. Before the first reply from
+an address the maximum applies (as before this existed), so nothing waits less
+than it did until a peer has been measured; after that a silent peer costs
+about ``floor_s`` (doubling on each timeout) instead of the full maximum, and
+a slow link (300 ms RTT) or a busy owner still gets what its replies took.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +32,7 @@ from p2p_offers.node.network.transport import (
     PeerTransport,
     TransportError,
 )
+from p2p_offers.rtt import RtoTable
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,9 @@ class PeerTimeouts:
     page_s: float = 10.0  # a sync page of up to 1000 records
     ledger_s: float = 5.0
     identify_s: float = 2.0
+    # the adaptive timeout's floor: below it a busy peer (a GC pause, a 2-core machine
+    # running a test suite) would look dead; every timeout above is the maximum
+    floor_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +77,57 @@ BURST_GAP_S = 1.0
 
 
 class PeerClient:
-    def __init__(self, transport: PeerTransport, timeouts: PeerTimeouts | None = None) -> None:
+    def __init__(
+        self,
+        transport: PeerTransport,
+        timeouts: PeerTimeouts | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.transport = transport
         self.timeouts = timeouts or PeerTimeouts()
+        self.clock = clock
+        # unmeasured: a huge initial RTO, so the action's maximum applies (see _call)
+        self.rtos = RtoTable(min_s=self.timeouts.floor_s, max_s=60.0, initial_s=60.0)
+        self._rtos_lock = threading.Lock()
         self._bursts: dict[str, tuple[float, float]] = {}  # bid id -> (burst start, last end)
         self._bursts_lock = threading.Lock()
+
+    def timeout(self, address: str, action: str, maximum: float) -> float:
+        """What the next ``action`` call to ``address`` may wait: its RTO, at most ``maximum``."""
+        with self._rtos_lock:
+            return min(maximum, self.rtos.timeout((address, action)))
+
+    def _call(self, address: str, action: str, payload: Any, maximum: float) -> Any:
+        """One request, its reply time fed to the address's estimator.
+
+        Any answer, an error included, is a sample: the peer answered. A call that
+        ran out of its time is a timeout (the RTO doubles); one that failed sooner
+        (refused, reset) says nothing about the round trip.
+        """
+        key = (address, action)
+        timeout = self.timeout(address, action, maximum)
+        started = self.clock()
+        try:
+            reply = self.transport.call(address, action, payload, timeout)
+        except errors.DomainError:
+            self._sample(key, self.clock() - started)
+            raise
+        except TransportError:
+            if self.clock() - started >= 0.9 * timeout:
+                with self._rtos_lock:
+                    self.rtos.timed_out(key)
+            raise
+        self._sample(key, self.clock() - started)
+        return reply
+
+    def _sample(self, key: tuple[str, str], rtt_s: float) -> None:
+        with self._rtos_lock:
+            self.rtos.sample(key, rtt_s)
 
     def identify(self, address: str) -> str | None:
         """The client_id of the node at ``address``, or None if it does not say one."""
         try:
-            reply = self.transport.call(address, "identify", None, self.timeouts.identify_s)
+            reply = self._call(address, "identify", None, self.timeouts.identify_s)
         except (TransportError, errors.DomainError):
             return None
         client_id = reply.get("client_id") if isinstance(reply, dict) else None
@@ -86,15 +142,15 @@ class PeerClient:
         if timeout <= 0.0:
             raise NotDelivered(f"bid to {address}: its {self.timeouts.bid_total_s} s are spent")
         try:
-            return self.transport.call(address, "bid", bid.to_wire(), timeout)
+            return self._call(address, "bid", bid.to_wire(), timeout)
         finally:
             with self._bursts_lock:
-                start = self._bursts.get(bid.bid_id, (time.monotonic(), 0.0))[0]
-                self._bursts[bid.bid_id] = (start, time.monotonic())
+                start = self._bursts.get(bid.bid_id, (self.clock(), 0.0))[0]
+                self._bursts[bid.bid_id] = (start, self.clock())
 
     def _bid_budget(self, bid_id: str) -> float:
         """Seconds this attempt may take: the per-attempt timeout, or what the burst has left."""
-        now = time.monotonic()
+        now = self.clock()
         with self._bursts_lock:
             if len(self._bursts) > 10_000:
                 self._bursts = {k: v for k, v in self._bursts.items() if now - v[1] < BURST_GAP_S}
@@ -107,17 +163,17 @@ class PeerClient:
 
     def announce(self, address: str, body: bytes) -> Any:
         """Push a batch of announcements (already encoded, shared by every peer)."""
-        return self.transport.call(address, "announce", body, self.timeouts.push_s)
+        return self._call(address, "announce", body, self.timeouts.push_s)
 
     def gossip(self, address: str, envelope: bytes) -> Any:
         """One signed gossip envelope (``network/gossip.py``), already encoded."""
-        return self.transport.call(address, "gossip", envelope, self.timeouts.push_s)
+        return self._call(address, "gossip", envelope, self.timeouts.push_s)
 
     def offers(self, address: str, cursor: str | None, limit: int) -> OffersPage:
         payload: dict[str, Any] = {"limit": limit}
         if cursor:
             payload["cursor"] = cursor
-        page = self.transport.call(address, "offers", payload, self.timeouts.page_s)
+        page = self._call(address, "offers", payload, self.timeouts.page_s)
         records = page.get("records") if isinstance(page, dict) else None
         if not isinstance(records, list):
             raise BadReply("malformed sync page")
@@ -127,7 +183,7 @@ class PeerClient:
         return OffersPage(records, nxt or None)
 
     def feeds(self, address: str) -> FeedsPage:
-        reply = self.transport.call(address, "feeds", None, self.timeouts.ledger_s)
+        reply = self._call(address, "feeds", None, self.timeouts.ledger_s)
         feeds = reply.get("feeds") if isinstance(reply, dict) else None
         if not isinstance(feeds, list):
             raise BadReply("malformed feed list")
@@ -142,7 +198,7 @@ class PeerClient:
 
     def feed(self, address: str, owner: str, start: int, limit: int) -> list[Any]:
         payload = {"owner": owner, "from": start, "limit": limit}
-        reply = self.transport.call(address, "feed", payload, self.timeouts.ledger_s)
+        reply = self._call(address, "feed", payload, self.timeouts.ledger_s)
         entries = reply.get("entries") if isinstance(reply, dict) else None
         if not isinstance(entries, list):
             raise BadReply("malformed ledger page")

@@ -23,6 +23,13 @@ asked again for a while (``SHUN_S``, doubling per failure up to ``SHUN_MAX_S``),
 and a refresh waits for its probes at most ``PROBE_WAIT_S``: the probes
 still running finish in the background and count from the next refresh on.
 So 200 junk entries cost one round of probes, not a delay on every refresh.
+
+An address that *did* answer as a node once and then went silent (down, or cut
+off by a partition) is probed again every ``REPROBE_S`` instead, without
+doubling: it is the likeliest to come back. With the doubling, a 30 s partition
+left each side shunning the other's nodes for 20 to 40 s more after the heal
+(``tests/test_testbed_partition.py``), so the halves took 10 anti-entropy
+rounds to find each other. Bounded: at most ``MAX_REMEMBERED`` such addresses.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ NODE_SERVICE = RPC_SERVICES[0]  # "p2p_offers:node": Grenache RPC
 REST_NODE_SERVICE = REST_SERVICES[0]  # "p2p_offers:rest:node": the REST port
 SHUN_S = 5.0  # an address that did not answer as a node is not probed again for this long
 SHUN_MAX_S = 600.0  # ... doubling with each further failure, up to this
+REPROBE_S = 2.0  # an address that answered as a node before is probed again this soon
+MAX_REMEMBERED = 10_000
 PROBE_WAIT_S = 1.0  # a refresh waits this long for its probes; slower ones finish later
 
 
@@ -82,6 +91,7 @@ class Peers:
         self._refreshing = threading.Lock()
         self._identities: dict[str, str] = {}  # address -> client_id
         self._shunned: dict[str, tuple[float, int]] = {}  # address -> (probe again at, failures)
+        self._were_nodes: set[str] = set()  # addresses that once answered as nodes
         self._probing: set[str] = set()
         self._lookup_failing = False
         self._nodes: list[Peer] | None = None
@@ -170,12 +180,18 @@ class Peers:
             if client_id is not None:
                 self._identities[address] = client_id
                 self._shunned.pop(address, None)
+                if len(self._were_nodes) < MAX_REMEMBERED:
+                    self._were_nodes.add(address)
                 return
             failures = self._shunned.get(address, (0.0, 0))[1] + 1
             now = time.monotonic()
             if len(self._shunned) > 10_000:
                 self._shunned = {a: v for a, v in self._shunned.items() if v[0] > now}
-            self._shunned[address] = (now + min(SHUN_S * 2 ** (failures - 1), SHUN_MAX_S), failures)
+            if address in self._were_nodes:
+                wait = REPROBE_S
+            else:
+                wait = min(SHUN_S * 2 ** (failures - 1), SHUN_MAX_S)
+            self._shunned[address] = (now + wait, failures)
 
     def shunned_count(self) -> int:
         """Listed addresses not probed for now, as they did not answer as nodes."""
