@@ -91,6 +91,14 @@ class Database:
             except Exception:
                 log.exception("an action after a commit failed (the commit stands)")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """Several reads that see one state. Every statement runs on the one connection under
+        one lock, so holding it keeps any write from committing between the reads (an order
+        read row by row could show its fills from before a commit and its doubts from after)."""
+        with self._lock:
+            yield Tx(self._db)
+
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()

@@ -79,15 +79,24 @@ class Orders:
         )
 
     def _load(self, sql: str, args: tuple[object, ...]) -> list[Order]:
-        orders = [_order(row) for row in self.db.rows(sql, args)]
+        with self.db.snapshot() as tx:  # an order's row, fills and doubts from one state
+            orders = [_order(row) for row in tx.execute(sql, args).fetchall()]
+            rows = {
+                order.id: (
+                    tx.execute(
+                        "SELECT receipt FROM order_fills WHERE order_id = ? ORDER BY n",
+                        (order.id,),
+                    ).fetchall(),
+                    tx.execute(
+                        "SELECT bid FROM order_in_doubt WHERE order_id = ? ORDER BY n",
+                        (order.id,),
+                    ).fetchall(),
+                )
+                for order in orders
+            }
         for order in orders:
-            fills = self.db.rows(
-                "SELECT receipt FROM order_fills WHERE order_id = ? ORDER BY n", (order.id,)
-            )
+            fills, bids = rows[order.id]
             order.fills = [Receipt.from_wire(json.loads(r[0])) for r in fills]
-            bids = self.db.rows(
-                "SELECT bid FROM order_in_doubt WHERE order_id = ? ORDER BY n", (order.id,)
-            )
             order.in_doubt = [Bid.from_wire(json.loads(r[0])) for r in bids]
             if order.status != OrderStatus.PENDING:
                 order.done.set()
