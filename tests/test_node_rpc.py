@@ -96,6 +96,8 @@ def test_actions_answer_exactly_what_rest_does(net):
     assert bids == net.get(a, f"/offers/{manual['id']}/bids")
     filled = call(net, a, "acceptBid", offer_id=manual["id"], bid_id=pending["bid_id"])
     assert (filled["bid_id"], filled["amount_btc"]) == (pending["bid_id"], "0.10000000")
+    # b's own fill is in a's feed: compare once b has replicated it (both reads see it then)
+    wait_until(lambda: net.get(b, "/trades?taker=me")["trades"], what="a's feed on b")
     assert call(net, b, "listTrades", taker="me") == net.get(b, "/trades?taker=me")
 
 
