@@ -131,9 +131,16 @@ class ContactAdmission:
         finally:
             self._verifying.discard(address)
         if ok and is_id(answer):
-            self.metrics.checked("admitted" if self.admit_answer(address, answer) else "refused")
+            self.admit_checked(address, answer)
         else:
             self.metrics.checked("silent")
+
+    def admit_checked(self, address: tuple[str, int], node_id: bytes) -> bool:
+        """``admit_answer`` for an answer to a ping of ours, counted in the metrics (the
+        bootstrap's pings and the background checks are the two ways in)."""
+        admitted = self.admit_answer(address, node_id)
+        self.metrics.checked("admitted" if admitted else "refused")
+        return admitted
 
     def admit_answer(self, address: tuple[str, int], node_id: bytes) -> bool:
         """``address`` answered our ping as ``node_id``: that is who lives there now.

@@ -284,7 +284,7 @@ class GrapeProtocol(ContactAdmission, KademliaProtocol):
         if not ok:
             return self.handle_call_response((False, None), node_to_ask)
         if is_id(answer):
-            self.admit_answer(address, answer)
+            self.admit_checked(address, answer)
         return ok, answer
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:

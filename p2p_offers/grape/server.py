@@ -141,7 +141,7 @@ class GrapeServer(Server):
         joined = False
         for addr, (ok, node_id) in zip(missing, answers, strict=True):
             if ok and is_id(node_id) and node_id != self.node.id:
-                self.protocol.admit_answer(addr, node_id)
+                self.protocol.admit_checked(addr, node_id)
                 joined = True
         if not joined:
             return []
