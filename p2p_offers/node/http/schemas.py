@@ -120,6 +120,19 @@ def _given(parse: Any) -> Any:
     return check
 
 
+# Money one may leave out (and not send as null); a field adds its own description.
+OptionalUsd: TypeAlias = Annotated[
+    int | None,
+    BeforeValidator(_given(money.parse_usd)),
+    WithJsonSchema(money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS)),
+]
+OptionalBtc: TypeAlias = Annotated[
+    int | None,
+    BeforeValidator(_given(money.parse_btc)),
+    WithJsonSchema(money_schema("BTC", 8, money.MAX_AMOUNT_SATS)),
+]
+
+
 class CreateOffer(Strict):
     side: Side
     price_usd: PriceUsd
@@ -137,31 +150,17 @@ class CreateOffer(Strict):
         description="auto: the first valid bid is filled at once; manual: each bid is held "
         "pending (202) until this node accepts or rejects it (/offers/<id>/bids)",
     )
-    min_amount_btc: Annotated[
-        int | None,
-        BeforeValidator(_given(money.parse_btc)),
-        WithJsonSchema(
-            {
-                **money_schema("BTC", 8, money.MAX_AMOUNT_SATS),
-                "description": "the smallest take; an offer (or a remainder) holding less "
-                "than it can only be taken whole (so more than amount_btc: all or nothing)",
-            }
-        ),
-    ] = None
+    min_amount_btc: OptionalBtc = Field(
+        None,
+        description="the smallest take; an offer (or a remainder) holding less "
+        "than it can only be taken whole (so more than amount_btc: all or nothing)",
+    )
 
 
 class UpdateOffer(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
-    price_usd: Annotated[
-        int | None,
-        BeforeValidator(_given(money.parse_usd)),
-        WithJsonSchema(money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS)),
-    ] = None
-    amount_btc: Annotated[
-        int | None,
-        BeforeValidator(_given(money.parse_btc)),
-        WithJsonSchema(money_schema("BTC", 8, money.MAX_AMOUNT_SATS)),
-    ] = None
+    price_usd: OptionalUsd = None
+    amount_btc: OptionalBtc = None
 
     @model_validator(mode="after")
     def _something(self) -> UpdateOffer:
@@ -172,17 +171,11 @@ class UpdateOffer(Strict):
 
 class PlaceBid(Strict):
     amount_btc: AmountBtc
-    price_usd: Annotated[
-        int | None,
-        BeforeValidator(_given(money.parse_usd)),
-        WithJsonSchema(
-            {
-                **money_schema("USD per BTC", 2, money.MAX_PRICE_CENTS),
-                "description": "the price the taker saw: the bid fills at this price or not "
-                "at all (409 price_changed if the offer's price is another)",
-            }
-        ),
-    ] = None
+    price_usd: OptionalUsd = Field(
+        None,
+        description="the price the taker saw: the bid fills at this price or not "
+        "at all (409 price_changed if the offer's price is another)",
+    )
 
 
 class OffersQuery(Strict):
@@ -338,16 +331,9 @@ class ReceiptOut(BaseModel):
 
 
 class AcceptBid(Strict):
-    amount_btc: Annotated[
-        int | None,
-        BeforeValidator(_given(money.parse_btc)),
-        WithJsonSchema(
-            {
-                **money_schema("BTC", 8, money.MAX_AMOUNT_SATS),
-                "description": "accept this much of the bid (at most its amount); left out: all",
-            }
-        ),
-    ] = None
+    amount_btc: OptionalBtc = Field(
+        None, description="accept this much of the bid (at most its amount); left out: all"
+    )
 
 
 class RejectBid(Strict):
