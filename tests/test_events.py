@@ -15,7 +15,8 @@ from node_helpers import Net, foreign_offer, wait_until
 
 from p2p_offers.client.sse import parse
 from p2p_offers.node import errors
-from p2p_offers.node.http.events import EventHub, _frames
+from p2p_offers.node.http.event_stream import _frames
+from p2p_offers.node.http.events import EventHub
 from p2p_offers.node.network.index import CHANGED, DROPPED
 
 # -- the hub, in process ------------------------------------------------------------------------

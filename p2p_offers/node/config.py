@@ -42,7 +42,7 @@ class NodeConfig:
     # network with a mesh that does not reach everyone (env P2P_OFFERS_GOSSIP_MESH=3,2,4)
     gossip_mesh: tuple[int, int, int] = (6, 4, 8)
 
-    # GET /events (node/http/events.py): each stream holds a server thread, so at most this
+    # GET /events (node/http/event_stream.py): each stream holds a server thread, so at most this
     # many at once (and never more than half the threads); a keepalive comment this often;
     # a client with more than this many bytes sent to it but not read is dropped as slow.
     events_clients: int = 4

@@ -30,7 +30,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from p2p_offers import logs
 from p2p_offers.node import errors
 from p2p_offers.node.config import MIN_OFFER_TTL_S, NodeConfig
-from p2p_offers.node.http.events import events_api
+from p2p_offers.node.http.event_stream import events_api
 from p2p_offers.node.http.exchange_routes import exchange
 from p2p_offers.node.http.offer_routes import public
 from p2p_offers.node.http.openapi import openapi
