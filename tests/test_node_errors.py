@@ -175,3 +175,20 @@ def test_uploads_aborted_mid_body_never_log_a_traceback(net: Net) -> None:
     health = net.get(node, "/health")
     assert health["status"] == "ok" and "client_failures" in health["http"]
     assert "Traceback" not in node.log_tail(10_000)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/peer/ledger/{owner}?from=9223372036854775808",  # one past SQLite's integer range
+        "/peer/ledger/{owner}?from=-1",
+        "/peer/ledger/{owner}?limit=99999999999999999999",
+        "/trades?since=9223372036854775808",
+        "/events?last_event_id=9223372036854775808",
+    ],
+)
+def test_integers_out_of_range_in_a_query_are_400_not_500(net: Net, query: str) -> None:
+    node = net.nodes[0]
+    owner = net.http.get(node.url + "/health", timeout=5).json()["client_id"]
+    resp = net.http.get(node.url + query.format(owner=owner), timeout=5)
+    assert is_project_error(resp, 400, "invalid_input")
