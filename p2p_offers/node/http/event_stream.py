@@ -26,8 +26,8 @@ from pydantic import Field
 
 from p2p_offers.node import errors
 from p2p_offers.node.http.events import Event, EventHub, Subscription, control
+from p2p_offers.node.http.field_types import Strict
 from p2p_offers.node.http.registry import Api
-from p2p_offers.node.http.schemas import Strict
 
 if TYPE_CHECKING:
     from p2p_offers.node.runtime import Node

@@ -8,19 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from p2p_offers.book import Side, Tif
 from p2p_offers.fields import MAX_MS
-from p2p_offers.node.http.schemas import (
-    STP_FIELD,
+from p2p_offers.node.http.field_types import (
     AmountBtc,
     BtcString,
-    OfferOut,
     Owner,
     PriceUsd,
-    ReceiptOut,
     SignedBtc,
     SignedUsd,
     Strict,
     UsdString,
 )
+from p2p_offers.node.http.schemas import STP_FIELD, OfferOut, ReceiptOut
 from p2p_offers.node.ledger.replicator import MAX_PAGE_LIMIT, PAGE_LIMIT
 from p2p_offers.node.offers.stp import Stp
 from p2p_offers.node.storage.database import MAX_INTEGER
