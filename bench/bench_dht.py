@@ -32,7 +32,8 @@ from nacl.signing import SigningKey
 from p2p_offers import records
 from p2p_offers.cluster import free_ports
 from p2p_offers.grape.config import GrapeConfig
-from p2p_offers.grape.server import GrapeServer, loop_factory, quiet_libraries, start_dht
+from p2p_offers.grape.process import loop_factory, quiet_libraries
+from p2p_offers.grape.server import GrapeServer, start_dht
 
 
 def bootstrap_plan(count: int) -> list[list[int]]:

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_client_command(args)
     configure_logs(args.log_level, getattr(args, "log_format", "text"))
     if args.command == "grape":
-        from p2p_offers.grape.server import run
+        from p2p_offers.grape.process import run
 
         return run(
             GrapeConfig(

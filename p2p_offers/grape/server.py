@@ -1,4 +1,6 @@
-"""The grape's DHT node (a kademlia ``Server``) and ``run``: DHT plus HTTP API on one loop.
+"""The grape's DHT node: a kademlia ``Server`` whose operations answer the Grape API.
+
+The process around it (HTTP API, signals, event loop) is ``process``.
 
 Why not kademlia's own ``get``/``set``: ``get`` returns a local copy without
 asking anyone and trusts the most common value; ``set`` reports success even when
@@ -23,7 +25,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -392,61 +393,3 @@ async def start_dht(config: GrapeConfig, node_id: bytes | None = None) -> GrapeS
     server = GrapeServer(config, node_id)
     await server.start(wait_bootstrap=True)
     return server
-
-
-def quiet_libraries() -> None:
-    """kademlia logs every RPC at INFO and rpcudp every timeout at ERROR: routine, not news."""
-    logging.getLogger("kademlia").setLevel(logging.WARNING)
-    logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed: a few tenths of a millisecond less per UDP-heavy request."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-async def serve(config: GrapeConfig, stopped: asyncio.Event | None = None) -> int:
-    """DHT node and HTTP API on the running loop until SIGTERM/SIGINT (or ``stopped`` is set)."""
-    from aiohttp import web
-
-    from p2p_offers.grape.api import make_app
-
-    loop = asyncio.get_running_loop()
-    stopped = stopped or asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stopped.set)
-    server = GrapeServer(config)
-    runner = web.AppRunner(make_app(server, config), access_log=None, shutdown_timeout=1.0)
-    try:
-        await server.start()
-        await runner.setup()
-        await web.TCPSite(runner, config.host, config.api_port).start()
-    except OSError as exc:
-        log.error("grape cannot start: %s", exc)
-        await runner.cleanup()
-        server.stop()
-        return 1
-    log.info(
-        "grape ready: DHT udp://%s:%d, API http://%s:%d",
-        config.host,
-        config.dht_port,
-        config.host,
-        config.api_port,
-    )
-    await stopped.wait()
-    log.info("grape stopping")
-    await runner.cleanup()
-    server.stop()
-    return 0
-
-
-def run(config: GrapeConfig) -> int:
-    """The ``p2p-offers grape`` process: exit status 0 after a clean SIGTERM/SIGINT."""
-    quiet_libraries()
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(serve(config))
