@@ -74,7 +74,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         transport = HttpTransport() if config.peer_transport == "rest" else GrenacheTransport()
     services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
     node.peer_client = PeerClient(TimedTransport(transport, metrics))
-    node.index = OfferIndex(clock)
+    node.index = OfferIndex(clock, config.closed_keep_s)
     node.intake = Intake(
         node.index,
         node.dht,

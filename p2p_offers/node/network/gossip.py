@@ -166,14 +166,14 @@ class GossipNet:
         return verdict(self.intake.receive_record(v.record, SOURCE))
 
     def _lookup(self, owner: str, key: str) -> wire.Version | None:
-        held = self.index.get(key)
-        if held is None or held.signed.owner != owner:
+        signed = self.index.record(key)  # a tombstone too: how a missed close is repaired
+        if signed is None or signed.owner != owner:
             return None
-        return wire.Version.of(held.signed.record)
+        return wire.Version.of(signed.record)
 
     def reconcile(self) -> None:
         """Holdings := the index's records (ours included): what any path applied, minus
-        what the book dropped (expired, or closed and shrunk to a floor), so two nodes
+        what the book dropped (expired; a closed record stays as a tombstone), so two nodes
         with the same book send the same digests."""
         held = {(o, k): s for o, k, s in self.index.versions()}
         with self._lock:
@@ -373,6 +373,7 @@ class GossipNet:
             stats = self.router.stats
             return {
                 "mesh": len(self.mesh),
+                "neighbours": sorted(self.mesh.members()),
                 **{k: self.counts[k] for k in _REPORTED},
                 "new": stats["new"],
                 "known": stats["known"],
