@@ -83,7 +83,13 @@ def test_owner_sends_each_version_to_its_mesh_only_and_everyone_gets_it(net: Net
     assert forwarded > 0
     # nobody pushed announcements: it all went as gossip, over Grenache RPC (peerGossip)
     assert all("announce" not in h["announcements"] for h in after)
-    assert all(h["gossip"]["envelopes_received"] > 0 for h in after)
+    # Every other node took all three versions from gossip envelopes. The owner need
+    # not receive any: forwards skip a version's owner, and a digest round may not
+    # have come its way yet.
+    for b, a in zip(before[1:], after[1:], strict=True):
+        got, had = a["gossip"], b["gossip"]
+        assert got["envelopes_received"] > had["envelopes_received"]
+        assert got["new"] + got["repaired"] - had["new"] - had["repaired"] >= published
 
 
 def post(net: Net, proc, data: bytes) -> requests.Response:
