@@ -159,3 +159,25 @@ def test_push_node_refuses_gossip(tmp_path) -> None:
         assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
     finally:
         net.close()
+
+
+def test_replay_protection_survives_a_restart(tmp_path) -> None:
+    """The last envelope time accepted per sender is kept in the database: an envelope
+    taken before a restart is still a replay after it (within the clock window)."""
+    net = Net(tmp_path, grapes=1, nodes=1, node_extra=["--propagation", "gossip"])
+    try:
+        (node,) = net.nodes
+        key = SigningKey.generate()
+        at = int(time.time() * 1000)
+        first = envelope(key, net.ids[node.url], at, [wire.encode(wire.prune())])
+        assert post(net, node, first).json() == {"taken": 1}
+        net.cluster.stop(node)
+        net.restart(node)
+        again = post(net, node, first)
+        assert again.status_code == 400 and "replayed" in again.json()["error"]["message"]
+        assert net.get(node, "/health")["gossip"]["refused_replay"] == 1
+        # a newer envelope from the same sender is taken as before
+        newer = envelope(key, net.ids[node.url], at + 1, [wire.encode(wire.prune())])
+        assert post(net, node, newer).json() == {"taken": 1}
+    finally:
+        net.close()
