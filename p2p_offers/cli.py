@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sync-interval", type=float, default=15.0, help="s between anti-entropy rounds"
     )
     node.add_argument(
+        "--closed-keep", type=_at_least(float, 0), default=60.0,
+        help="s a closed offer stays listed (closed) before it shrinks to a tombstone",
+    )  # fmt: skip
+    node.add_argument(
         "--events-clients", type=_at_least(int, 0), default=4,
         help="GET /events streams served at once",
     )  # fmt: skip
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             offer_ttl_s=args.offer_ttl,
             announce_interval_s=args.announce_interval,
             sync_interval_s=args.sync_interval,
+            closed_keep_s=args.closed_keep,
             events_clients=args.events_clients,
             events_keepalive_s=args.events_keepalive,
             events_max_unsent=args.events_max_unsent,

@@ -17,6 +17,7 @@ from fakes import MemoryDht
 from nacl.signing import SigningKey
 from node_helpers import Clock, foreign_offer
 
+from p2p_offers import offers
 from p2p_offers.gossip import wire
 from p2p_offers.gossip.mesh import MeshParams
 from p2p_offers.node import errors
@@ -25,6 +26,7 @@ from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.peers import Peer
 from p2p_offers.node.network.transport import NotDelivered
+from p2p_offers.offers import CANCELLED
 from p2p_offers.records import Record
 from p2p_offers.signing import public_hex
 
@@ -206,6 +208,32 @@ def test_anti_entropy_repairs_what_gossip_missed_and_forgets_what_the_book_dropp
     assert b.index.sweep() == 1
     b.reconcile()
     assert b.holdings.seq(owner, signed.id) is None
+
+
+def test_a_close_is_repaired_after_the_book_let_it_go(line) -> None:
+    """A closed record shrinks to a tombstone after ``closed_keep_s``, which the digests
+    still name at its closing seq: a node that missed the close (it lists the offer
+    open) asks for it and applies it. (Without tombstones b's digest no longer named the
+    offer, c's open version looked newer, b refused it as stale, and c kept it open.)"""
+    _, a, b, c = line
+    owner = SigningKey.generate()
+    opened = foreign_offer(owner, BOOK_CLOCK.now)
+    doc = {**opened.offer.to_doc(), "fill": opened.offer.fill, "status": CANCELLED}
+    closed = offers.sign(owner, offers.Offer(**doc), opened.seq + 1)
+    c.intake.receive_record(opened.record, "test")
+    b.intake.receive_record(closed.record, "test")
+    BOOK_CLOCK.now += 61_000  # past closed_keep_s (60 s), inside the offer's lifetime
+    b.index.sweep()
+    assert b.index.get(opened.id) is None  # out of b's book and listings
+    for net in (b, c):
+        net.reconcile()
+    assert b.holdings.seq(opened.owner, opened.id) == closed.seq  # the tombstone
+    c._dispatch(c.router.anti_entropy())  # c's only neighbour is b
+    settle([a, b, c])
+    held = c.index.get(opened.id)
+    assert held is not None and held.signed.seq == closed.seq
+    assert held.signed.offer.status == CANCELLED
+    assert c.stats()["repaired"] == 1
 
 
 def test_a_neighbour_that_is_down_leaves_the_mesh(line) -> None:

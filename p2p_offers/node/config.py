@@ -26,6 +26,7 @@ class NodeConfig:
     offer_ttl_s: int = 600  # default lifetime of an offer; owners refresh at half-life
     announce_interval_s: float = 30.0  # re-announce the node's names (RPC and REST)
     sync_interval_s: float = 15.0  # anti-entropy pull from peers
+    closed_keep_s: float = 60.0  # a closed offer is listed this long, then kept as a tombstone
     resolve_interval_s: float = 5.0  # re-send bids in doubt until their owners answer
     threads: int = 16  # waitress worker threads (and as many Grenache RPC handler threads)
     rpc_port: int | None = None  # Grenache RPC port; None: the REST port + RPC_PORT_OFFSET

@@ -35,6 +35,7 @@ from p2p_offers.node.network.transport import (
 from p2p_offers.node.offers.maker import OfferService
 from p2p_offers.node.offers.taker import Taker
 from p2p_offers.node.storage.database import Database
+from p2p_offers.node.storage.envelope_marks import EnvelopeMarks
 from p2p_offers.node.storage.in_doubt import BidsInDoubt
 from p2p_offers.node.storage.ledger import LedgerRows
 from p2p_offers.node.storage.orders import Orders
@@ -74,7 +75,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         transport = HttpTransport() if config.peer_transport == "rest" else GrenacheTransport()
     services = getattr(transport, "services", REST_SERVICES)  # test fakes speak REST
     node.peer_client = PeerClient(TimedTransport(transport, metrics))
-    node.index = OfferIndex(clock)
+    node.index = OfferIndex(clock, config.closed_keep_s)
     node.intake = Intake(
         node.index,
         node.dht,
@@ -92,6 +93,7 @@ def build(node: Node, dht: Dht | None, transport: PeerTransport | None) -> None:
         node.index,
         round_s=config.sync_interval_s,
         params=MeshParams(*config.gossip_mesh),
+        marks=EnvelopeMarks(db),
     )
     node.publisher = Publisher(
         node.dht,

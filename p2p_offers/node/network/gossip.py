@@ -20,7 +20,11 @@ request. Every gossip request is an envelope signed with the sending node's key
 * ``to`` is our client id: an envelope signed for another node is refused;
 * ``at`` (the sender's clock, ms) must be within ``CLOCK_WINDOW_MS`` of ours and
   above the last one accepted from that sender, so an envelope cannot be
-  replayed (sends to one peer are serial, so honest ``at`` only grow).
+  replayed (sends to one peer are serial, so honest ``at`` only grow). Those
+  marks are saved to the database every heartbeat and at stop
+  (``storage/envelope_marks.py``) and loaded at start, so a restart does not
+  reopen the window; after a crash, only envelopes accepted in the last beat
+  before it could be replayed once.
 
 Mesh state is keyed by that verified client id; we dial a neighbour at the
 address ``Peers`` identified for it (the ``p2p_offers:node`` lookup, then
@@ -59,6 +63,7 @@ from p2p_offers.node.network.intake import Intake
 from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.node.network.peers import Peers
 from p2p_offers.node.network.transport import TransportError
+from p2p_offers.node.storage.envelope_marks import EnvelopeMarks
 from p2p_offers.signing import SignatureError, public_hex, sign_doc, verify_doc
 
 log = logging.getLogger(__name__)
@@ -129,6 +134,7 @@ class GossipNet:
         *,
         round_s: float = 15.0,
         params: MeshParams | None = None,
+        marks: EnvelopeMarks | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -153,7 +159,10 @@ class GossipNet:
         self._idle = threading.Condition(self._lock)  # every outbox drained
         self._outbox: dict[str, deque[Queued]] = {}
         self._busy: set[str] = set()
-        self._last_at: dict[str, int] = {}  # sender -> the last envelope time we accepted
+        # sender -> the last envelope time we accepted; those changed since the last save
+        self._marks = marks
+        self._last_at = {} if marks is None else marks.load(wall_ms() - CLOCK_WINDOW_MS)
+        self._marks_dirty: set[str] = set()
         self._sent_at = 0
         self.counts: Counter[str] = Counter()
         self._pool = ThreadPoolExecutor(SEND_WORKERS, thread_name_prefix="gossip-send")
@@ -166,14 +175,14 @@ class GossipNet:
         return verdict(self.intake.receive_record(v.record, SOURCE))
 
     def _lookup(self, owner: str, key: str) -> wire.Version | None:
-        held = self.index.get(key)
-        if held is None or held.signed.owner != owner:
+        signed = self.index.record(key)  # a tombstone too: how a missed close is repaired
+        if signed is None or signed.owner != owner:
             return None
-        return wire.Version.of(held.signed.record)
+        return wire.Version.of(signed.record)
 
     def reconcile(self) -> None:
         """Holdings := the index's records (ours included): what any path applied, minus
-        what the book dropped (expired, or closed and shrunk to a floor), so two nodes
+        what the book dropped (expired; a closed record stays as a tombstone), so two nodes
         with the same book send the same digests."""
         held = {(o, k): s for o, k, s in self.index.versions()}
         with self._lock:
@@ -313,6 +322,7 @@ class GossipNet:
             if len(self._last_at) >= MAX_SENDERS:
                 self._last_at = {s: t for s, t in self._last_at.items() if now - t < 60_000}
             self._last_at[sender] = at
+            self._marks_dirty.add(sender)
             self.counts["envelopes_received"] += 1
             self._withdraw(sender, {i for m in messages if (i := wire.claimed_id(m))})
             if any(m.get("t") == "graft" for m in messages):
@@ -359,20 +369,37 @@ class GossipNet:
                         sends += self.router.anti_entropy()
                         self.counts["rounds"] += 1
                 self._dispatch(sends)
+                self.save_marks()
             except Exception:
                 log.exception("gossip heartbeat failed")
+
+    def save_marks(self) -> None:
+        """Persist the envelope times accepted since the last save (replay protection that
+        survives a restart); the database is written outside the router's lock."""
+        if self._marks is None:
+            return
+        with self._lock:
+            dirty, self._marks_dirty = self._marks_dirty, set()
+            marks = [(s, self._last_at[s]) for s in dirty if s in self._last_at]
+        if marks:
+            self._marks.save(marks, self.wall_ms() - CLOCK_WINDOW_MS)
 
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.save_marks()
+        except Exception:
+            log.exception("saving gossip envelope marks failed")
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             stats = self.router.stats
             return {
                 "mesh": len(self.mesh),
+                "neighbours": sorted(self.mesh.members()),
                 **{k: self.counts[k] for k in _REPORTED},
                 "new": stats["new"],
                 "known": stats["known"],

@@ -8,6 +8,13 @@ closed ones stay visible for a while (``closed_keep_s``) and then shrink to a
 record's expiry, after which every version of it is dead anyway (expiry only
 grows with seq, so an expired newest version means all older ones expired).
 
+A floor made by shrinking a closed record keeps that signed closing version
+(a "tombstone"), out of the book and of ``get``, but in ``versions`` and
+``record``: gossip digests carry it and peers can be handed it, so a node that
+was cut off while the offer closed still learns of the close after
+``closed_keep_s`` (docs/gossip.md). A floor restored from the ``seen`` table
+has only the seq, and stays out of ``versions``: nobody could be handed it.
+
 A floor rejects versions *below* its seq, never the version it names: a floor
 is what a node remembers of a record it no longer holds (across a restart,
 from the ``seen`` table, or after letting a closed record go), so that very
@@ -39,6 +46,7 @@ from p2p_offers.offers import OPEN, SignedOffer
 HISTORY_MAX = 64
 CHANGED, DROPPED = "changed", "dropped"  # what ``OfferIndex.changed`` says happened
 T = TypeVar("T")
+Floor = tuple[str, int, int, SignedOffer | None]  # owner, seq, expires, tombstone or None
 
 APPLIED, STALE, CONFLICT, EXPIRED, OWNER_FULL = (
     Outcome.APPLIED,
@@ -96,7 +104,7 @@ class OfferIndex:
         self._closed_keep_ms = int(closed_keep_s * 1000)
         self._lock = threading.Lock()
         self._held: dict[str, Held] = {}
-        self._floors: dict[str, tuple[str, int, int]] = {}  # id -> (owner, seq, expires)
+        self._floors: dict[str, Floor] = {}  # id -> (owner, seq, expires, closing version)
         self._book = Book()
         self._open_ids = SortedList()  # live ids in id order, for paging /peer/offers
         self._open_per_owner: Counter[str] = Counter()  # owner -> ids in _open_ids
@@ -208,7 +216,7 @@ class OfferIndex:
                     del self._held[offer_id]
                     dropped += 1
                     self.changed.emit(held.signed, DROPPED)
-                elif held is None and self._floors.get(offer_id, ("", 0, now + 1))[2] <= now:
+                elif held is None and self._floors.get(offer_id, ("", 0, now + 1, None))[2] <= now:
                     del self._floors[offer_id]
             cutoff = now - self._closed_keep_ms
             while self._closed and self._closed[0][0] <= cutoff:
@@ -217,7 +225,8 @@ class OfferIndex:
                 if held is not None and held.signed.offer.status != OPEN:
                     del self._held[offer_id]
                     offer = held.signed.offer
-                    self._floors[offer_id] = (held.signed.owner, held.signed.seq, offer.expires)
+                    signed = held.signed
+                    self._floors[offer_id] = (signed.owner, signed.seq, offer.expires, signed)
         return dropped
 
     # -- reads ---------------------------------------------------------------------------
@@ -288,9 +297,22 @@ class OfferIndex:
             return [self._held[e.id].signed for e in self._book.entries() if e.owner == owner]
 
     def versions(self) -> list[tuple[str, str, int]]:
-        """(owner, id, seq) of every record held, open or recently closed (gossip digests)."""
+        """(owner, id, seq) of every record ``record`` can hand back: held (open or recently
+        closed) or a tombstone. What gossip digests describe."""
         with self._lock:
-            return [(h.signed.owner, i, h.signed.seq) for i, h in self._held.items()]
+            out = [(h.signed.owner, i, h.signed.seq) for i, h in self._held.items()]
+            out += [(f[0], i, f[1]) for i, f in self._floors.items() if f[3] is not None]
+            return out
+
+    def record(self, offer_id: str) -> SignedOffer | None:
+        """The newest signed version of this id we can hand a peer: held, or the closing
+        version a tombstone keeps. None if neither."""
+        with self._lock:
+            held = self._held.get(offer_id)
+            if held is not None:
+                return held.signed
+            floor = self._floors.get(offer_id)
+            return None if floor is None else floor[3]
 
     def take_dirty(self) -> list[tuple[str, str, int, int]]:
         """(id, owner, seq, expires) of records applied since the last call, for persisting."""
@@ -306,7 +328,7 @@ class OfferIndex:
         """A seq seen before a restart: older versions stay rejected until ``expires``."""
         with self._lock:
             if offer_id not in self._held:
-                self._floors[offer_id] = (owner, seq, expires)
+                self._floors[offer_id] = (owner, seq, expires, None)
                 heapq.heappush(self._expiry, (expires, offer_id))
 
     def counts(self) -> dict[str, int]:

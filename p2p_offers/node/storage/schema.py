@@ -10,6 +10,8 @@ for one of our offers (uncrossing) to that offer (``for_offer`` on receipts
 and bids in doubt), with the indexes that read an offer's fills. Version 3
 adds ``manual_bids``: bids on manual offers, on both sides (the owner's pending
 bids to accept or reject, and the taker's bids waiting for that decision).
+Version 4 adds ``envelope_marks``: the last gossip envelope time accepted per
+sender, so that replay protection survives a restart.
 
 A fresh file is created at the current version; an older one is migrated in
 one transaction, so a crash mid-way leaves it as it was.
@@ -21,7 +23,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-VERSION = 3
+VERSION = 4
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS own_offers (
@@ -151,6 +153,13 @@ CREATE TABLE order_in_doubt (
 CREATE INDEX order_in_doubt_bid ON order_in_doubt (bid_id);
 """
 
+V4 = """
+CREATE TABLE IF NOT EXISTS envelope_marks (
+    sender TEXT PRIMARY KEY,  -- a peer's client id (its public key, hex)
+    at     INTEGER NOT NULL   -- the last envelope time accepted from it (its ms)
+) WITHOUT ROWID;
+"""
+
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring ``db`` to ``VERSION``: create a fresh one, or run each migration still due."""
@@ -227,4 +236,14 @@ def _v2_to_v3(db: sqlite3.Connection) -> None:
     _run(db, V3)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
+def _v3_to_v4(db: sqlite3.Connection) -> None:
+    """Gossip envelope marks (#8); nothing else changes."""
+    _run(db, V4)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v0_to_v1,
+    _v1_to_v2,
+    _v2_to_v3,
+    _v3_to_v4,
+]
