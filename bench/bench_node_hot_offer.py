@@ -8,7 +8,8 @@ that outlasts it ends on 409 ``offer_taken`` and proves the last satoshi is sold
 
 Reported: accepted bids/s, CPU per accepted bid (all grapes and nodes, user + system;
 far less noisy than wall time on a shared machine) over the bidding and until publication
-has settled, (from the first bid sent to the last receipt), 409s by code,
+has settled (from the first bid sent to the last receipt), and while bidding split by role
+(the maker, the takers, the grapes), 409s by code,
 other failures, and the overfill: receipts summed against the offer's amount, and the
 owner's own record chain (filled amounts summed along ``fill.remainder``) against the
 receipts, which must agree exactly. Target (issue 3): >= 500 accepted bids/s, 0 overfill.
@@ -119,6 +120,7 @@ async def one_round(
 ) -> dict:
     maker, takers = net.urls[0], net.urls[1 : 1 + TAKERS]
     procs = [*net.nodes, *net.grapes]
+    roles = {"maker": net.nodes[:1], "takers": net.nodes[1 : 1 + TAKERS], "grapes": net.grapes}
     offer_sats = bids * parse_btc(bid_btc)
     offer = await create_offer(session, maker, format_btc(offer_sats))
 
@@ -130,6 +132,7 @@ async def one_round(
 
     tally = Tally()
     cpu_before = cpu_s(procs)
+    role_before = {role: cpu_s(p) for role, p in roles.items()}
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -139,6 +142,9 @@ async def one_round(
     )
     elapsed = (tally.last_receipt or time.perf_counter()) - start
     cpu_bidding = cpu_s(procs) - cpu_before
+    by_role = {
+        role: per_bid(cpu_s(p) - role_before[role], tally.receipts) for role, p in roles.items()
+    }
     receipt_sats = sum(parse_btc(r["amount_btc"]) for r in tally.receipts)
     if receipt_sats == offer_sats:  # else an open remainder stays listed
         await wait_for(lambda: gone_everywhere(session, takers, offer["owner"]), 10)
@@ -154,6 +160,7 @@ async def one_round(
         "exhausted": receipt_sats == offer_sats,
         "cpu_ms_per_bid": per_bid(cpu_bidding, tally.receipts),
         "cpu_ms_per_bid_settled": per_bid(cpu_settled, tally.receipts),
+        **{f"cpu_ms_per_bid_{role}": ms for role, ms in by_role.items()},  # while bidding
         "bid_latency_p50_ms": summarize(tally.latencies_ms)["p50_ms"],
         "bid_latency_p99_ms": summarize(tally.latencies_ms)["p99_ms"],
         "conflicts_409": sum(tally.conflicts.values()),

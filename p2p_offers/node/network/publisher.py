@@ -20,6 +20,15 @@ after a pause that doubles with every round that failed (0.5 s up to 30 s) and
 goes back to 0.5 s after a round that did not. Failing puts are logged when
 they start failing and when they land again, not once per attempt.
 
+A record born and closed while still queued is never published at all (both
+queues, independently): on a hot offer every bid splits off a remainder, and a
+remainder filled before its first version left the queue is a record nobody
+else ever saw, so its parent's closed version (naming it in ``fill.remainder``)
+and the chain's newest open record are all the world needs. Publication of a
+hot chain is thereby coalesced to its newest state per publication round, while
+the owner's durable store keeps (and serves) every record. Records that may
+already be out (seeded by ``published`` after a restart) are always sent.
+
 With ``--propagation gossip`` (``gossip`` given) the push queue goes to
 ``GossipNet.publish`` instead: each version to the mesh (at most 8 neighbours),
 which forwards it on (``network/gossip.py``).
@@ -41,7 +50,7 @@ from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.dht import Dht
 from p2p_offers.node.network.peers import Peer, Peers
 from p2p_offers.node.network.transport import TransportError
-from p2p_offers.offers import OPEN, SignedOffer
+from p2p_offers.offers import FIRST_SEQ, OPEN, SignedOffer
 from p2p_offers.records import CAS_MISMATCH, SEQ_TOO_LOW, Record, RecordError
 
 if TYPE_CHECKING:
@@ -91,6 +100,8 @@ class Publisher:
         self._to_put: dict[str, Publishable] = {}
         self._to_push: dict[str, Publishable] = {}
         self._in_dht: dict[str, int] = {}  # id -> seq known to be stored in the DHT
+        self._maybe_out: set[str] = set()  # seeded after a restart: never coalesced away
+        self._unsent: list[tuple[str, int]] = []  # coalesced away: to mark as published
         self._putting = 0
         self._pushing = 0
         self._stopping = False
@@ -112,14 +123,31 @@ class Publisher:
     def publish(self, versions: Iterable[Publishable], *, push: bool = True) -> None:
         with self._cond:
             for signed in versions:
+                if self._never_out(signed):
+                    self._unsent.append((signed.id, signed.seq))
+                    continue
                 _keep_newest(self._to_put, signed)
                 if push:
                     _keep_newest(self._to_push, signed)
             self._cond.notify_all()
 
+    def _never_out(self, signed: Publishable) -> bool:
+        """Is ``signed`` the end of a record none of whose versions left the queues?
+
+        If so, the queued first version is withdrawn from both (caller holds the lock).
+        """
+        if _may_change(signed) or signed.id in self._maybe_out:
+            return False
+        queued = (self._to_put.get(signed.id), self._to_push.get(signed.id))
+        if any(q is None or q.seq != FIRST_SEQ for q in queued):
+            return False
+        del self._to_put[signed.id], self._to_push[signed.id]
+        return True
+
     def published(self, offer_id: str, seq: int) -> None:
         """Seed what the DHT is known to hold (after a restart, from the store)."""
         with self._cond:
+            self._maybe_out.add(offer_id)
             if seq > self._in_dht.get(offer_id, 0):
                 self._in_dht[offer_id] = seq
 
@@ -187,13 +215,16 @@ class Publisher:
             for future, signed in futures.items():
                 ok = not future.cancelled() and future.exception() is None and future.result()
                 (done if ok else retry).append(signed)
+            with self._cond:
+                unsent, self._unsent = self._unsent, []
             try:
-                self.mark_published([(s.id, s.seq) for s in done])
+                self.mark_published([(s.id, s.seq) for s in done] + unsent)
             except Exception:
                 log.exception("recording publications failed")
             with self._cond:
                 self._putting = 0
                 for signed in retry:
+                    self._maybe_out.add(signed.id)  # a failed put may have reached a replica
                     if signed.id not in self._to_put:
                         self._to_put[signed.id] = signed
                 self._cond.notify_all()
@@ -260,6 +291,7 @@ class Publisher:
                 self._in_dht[signed.id] = max(self._in_dht.get(signed.id, 0), signed.seq)
             else:  # a closed record never changes again: nothing left to guard with cas
                 self._in_dht.pop(signed.id, None)
+                self._maybe_out.discard(signed.id)
         self._count("put")
         return True
 

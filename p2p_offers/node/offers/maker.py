@@ -401,7 +401,8 @@ class OfferService:
         manual offer) and ``decided`` ones (a pending bid's end, with the accept's fill).
         """
         fills = list(fills)
-        with self.db.transaction() as tx:
+
+        def write(tx: Tx) -> None:
             if refused:
                 self.refusals.insert(tx, refused, self.clock())
             if held:
@@ -414,6 +415,10 @@ class OfferService:
                 self.receipts.insert_new(tx, fill)
             if fills:
                 self.recording_fills.emit(tx, fills)
+
+        # Changes on different chains commit together when they meet (one fsync); each
+        # is still undone alone if it raises, and durable before anything below runs.
+        self.db.grouped(write)
         with self._guard:
             for v in versions:
                 self._remember(v)

@@ -144,7 +144,7 @@ class Taker:
             now_ms=self.clock(),
         )
         if not offer.manual:
-            return self._send(bid, for_offer, opposite(offer.side))
+            return self._send(bid, for_offer, opposite(offer.side), fresh=True)
         now = self.clock()
         self.manual_bids.add(
             ManualBid(bid, Role.TAKER, offer_id, BidStatus.PENDING, now, now + MAX_PENDING_MS)
@@ -152,7 +152,7 @@ class Taker:
         with self._lock:
             self._held.add(bid.bid_id)
         try:
-            return self._send(bid, for_offer, opposite(offer.side))
+            return self._send(bid, for_offer, opposite(offer.side), fresh=True)
         except (errors.OwnerUnreachable, errors.DhtUnavailable):
             self.manual_bids.drop(bid.bid_id, Role.TAKER)  # it surely never arrived
             with self._lock:
@@ -160,14 +160,24 @@ class Taker:
             raise
 
     def _send(
-        self, bid: Bid, for_offer: str | None = None, side: str | None = None
+        self,
+        bid: Bid,
+        for_offer: str | None = None,
+        side: str | None = None,
+        fresh: bool = False,
     ) -> Receipt | ManualBid:
-        """One bid to its owner: a checked receipt, a refusal, or why there is no answer."""
+        """One bid to its owner: a checked receipt, a refusal, or why there is no answer.
+
+        ``fresh``: a bid just signed here, so in doubt only if this call puts it there
+        (only ``_doubt`` adds a bid, and the resolver sends only bids already in doubt):
+        the common case then costs no read of the bids in doubt and no delete after.
+        """
         try:
             addresses = self.peers.owner(bid.maker)
         except GrapeError as exc:
             raise errors.DhtUnavailable(f"cannot look up the offer's owner: {exc}") from None
-        doubt = bid.bid_id in self.in_doubt_bids
+        doubt = not fresh and bid.bid_id in self.in_doubt_bids
+        doubted = doubt  # in doubt, at some point of this call
         tries = addresses + addresses[:1]  # the first one twice: a retry after a reset
         for address in tries:
             try:
@@ -175,14 +185,15 @@ class Taker:
             except MaybeDelivered as exc:
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 if not doubt:
-                    doubt = True  # from now on only an answer from the owner settles it
+                    doubt = doubted = True  # from now on only the owner's answer settles it
                     self._doubt(bid, for_offer, side)
                 continue
             except TransportError as exc:  # not delivered, or an answer we cannot read
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 continue
             except REFUSED as exc:
-                self._settled(bid, None)
+                if doubted:
+                    self._settled(bid, None)
                 if self._is_held(bid.bid_id):
                     ended = BidStatus.EXPIRED
                     if not isinstance(exc, errors.PendingExpired):
@@ -197,7 +208,8 @@ class Taker:
             fill = StoredFill(bid, receipt, Role.TAKER, for_offer, side)
             if self.receipts.add(fill):
                 self.filled.emit(fill)
-            self._settled(bid, receipt)
+            if doubted:
+                self._settled(bid, receipt)
             if self._is_held(bid.bid_id):
                 self._decide(bid.bid_id, BidStatus.ACCEPTED, receipt.amount)
             return receipt

@@ -63,9 +63,9 @@ class Receipts:
             raise BidRecorded(fill.bid.bid_id)
 
     def add(self, fill: StoredFill) -> bool:
-        """The taker's copy of a receipt, in its own transaction; False for a known bid."""
-        with self.db.transaction() as tx:
-            return self.insert(tx, fill)
+        """The taker's copy of a receipt, durable on return (group-committed with those of
+        other bids in flight); False for a known bid."""
+        return self.db.grouped(lambda tx: self.insert(tx, fill))
 
     def get(self, bid_id: str, role: Role) -> StoredFill | None:
         row = self.db.one(
