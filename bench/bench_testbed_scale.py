@@ -135,9 +135,9 @@ def scale(root: Path, hosts: int, samples: int, sync_s: float) -> dict[str, Any]
             row["propagation"] = asyncio.run(propagate(bed, samples, 0.002 * max(1, hosts / 5)))
             row["sampling_s"] = round(time.perf_counter() - t0, 1)
             counters1, cpu1 = bed.switch_counters(), _cpu_s(bed.delay_pid or 0)
+            elapsed = time.perf_counter() - t0
             after = gossip_totals(session, bed.hosts)
-            prober.join()
-        elapsed = time.perf_counter() - t0
+            prober.join()  # 100 probes 0.2 s apart: at least 20 s, past a short sampling
         rtt = probed[0] if probed else RttSample(0, [])
         row["delay_line"] = {
             "pps": round((counters1["delayed"] - counters0["delayed"]) / elapsed),
@@ -168,6 +168,9 @@ def scale(root: Path, hosts: int, samples: int, sync_s: float) -> dict[str, Any]
         nodes = [rss_mb(h.node.popen.pid) for h in bed.hosts if h.node and h.node.popen]
         row["rss_mb"] = {"grape": spread(grapes), "node": spread(nodes)}
         log(f"{hosts} hosts: {row}")
+    # the delay line's own lateness over the whole run, from its last log line (delay.py)
+    lines = (root / f"scale-{hosts}" / "delay.log").read_text(errors="replace").splitlines()
+    row["delay_line"]["own_lateness"] = lines[-1].partition(", ")[2] if lines else None
     row["run_s"] = round(time.perf_counter() - started, 1)
     return row
 
