@@ -30,6 +30,7 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ from typing import Any
 import requests
 from _common import create_offer, emit, expect, http, log, open_offers, summarize
 from bench_node_propagation import learn_owners, settle
+from bench_testbed import _cpu_s
 
 from p2p_offers.testbed import Conditions, Host, TestBed, missing_requirements
+from p2p_offers.testbed.probe import RttSample, measure_rtt
 
 WAN = Conditions(rtt_ms=80, jitter_ms=10, loss_pct=1)
 
@@ -117,13 +120,35 @@ def scale(root: Path, hosts: int, samples: int, sync_s: float) -> dict[str, Any]
         log(f"{hosts} hosts up in {row['start_s']} s")
         session = requests.Session()
         session.trust_env = False
+        # the emulated RTT while the sampling loads the machine: is the delay line on time?
+        a, b = bed.hosts[-1], bed.hosts[-2]
+        probed: list[RttSample] = []
+        prober = threading.Thread(
+            target=lambda: probed.append(measure_rtt(a.ns, b.ns, b.addr, 100, 0.2)), daemon=True
+        )
         with bed.control():
             before = gossip_totals(session, bed.hosts)
+            counters0, cpu0 = bed.switch_counters(), _cpu_s(bed.delay_pid or 0)
             t0 = time.perf_counter()
+            prober.start()
             # the pollers are N-1 HTTP loops on this 2-core machine: poll less often as N grows
             row["propagation"] = asyncio.run(propagate(bed, samples, 0.002 * max(1, hosts / 5)))
             row["sampling_s"] = round(time.perf_counter() - t0, 1)
+            counters1, cpu1 = bed.switch_counters(), _cpu_s(bed.delay_pid or 0)
+            elapsed = time.perf_counter() - t0
             after = gossip_totals(session, bed.hosts)
+            prober.join()  # 100 probes 0.2 s apart: at least 20 s, past a short sampling
+        rtt = probed[0] if probed else RttSample(0, [])
+        row["delay_line"] = {
+            "pps": round((counters1["delayed"] - counters0["delayed"]) / elapsed),
+            "cpu_pct_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
+            "load_avg": round(os.getloadavg()[0], 1),
+            "rtt_asked_ms": WAN.rtt_ms,
+            "rtt_probe_median_ms": round(rtt.median_ms, 1),
+            "rtt_probe_p95_ms": round(rtt.quantile_ms(0.95), 1),
+            "rtt_probe_p99_ms": round(rtt.quantile_ms(0.99), 1),
+            "probes_lost": rtt.sent - rtt.received,
+        }
         versions = after["published"] - before["published"]
         by_owner = (after["sent_by_owner"] - before["sent_by_owner"]) / max(1, versions)
         total = (after["sent_version"] - before["sent_version"]) / max(1, versions)
@@ -143,6 +168,9 @@ def scale(root: Path, hosts: int, samples: int, sync_s: float) -> dict[str, Any]
         nodes = [rss_mb(h.node.popen.pid) for h in bed.hosts if h.node and h.node.popen]
         row["rss_mb"] = {"grape": spread(grapes), "node": spread(nodes)}
         log(f"{hosts} hosts: {row}")
+    # the delay line's own lateness over the whole run, from its last log line (delay.py)
+    lines = (root / f"scale-{hosts}" / "delay.log").read_text(errors="replace").splitlines()
+    row["delay_line"]["own_lateness"] = lines[-1].partition(", ")[2] if lines else None
     row["run_s"] = round(time.perf_counter() - started, 1)
     return row
 

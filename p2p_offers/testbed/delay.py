@@ -159,10 +159,43 @@ class DelayLine:
         return due
 
 
-def serve(queue: Queue, line: DelayLine, stopping: list[bool]) -> int:
+class Lateness:
+    """How late packets left against their due time, in whole ms: the delay line's own error.
+
+    A bucket per millisecond (bounded: 10 s and more share the last), so p99 under load
+    can be told apart from the network's: the measured RTT minus this is the rest.
+    """
+
+    LAST = 10_000
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+
+    def add(self, late_s: float) -> None:
+        ms = min(self.LAST, max(0, int(late_s * 1000)))
+        self.buckets[ms] = self.buckets.get(ms, 0) + 1
+
+    def quantile_ms(self, q: float) -> int:
+        total = sum(self.buckets.values())
+        seen = 0
+        for ms in sorted(self.buckets):
+            seen += self.buckets[ms]
+            if seen >= q * total:
+                return ms
+        return 0
+
+    def summary(self) -> str:
+        return (
+            f"late p50 {self.quantile_ms(0.5)} ms, p99 {self.quantile_ms(0.99)} ms, "
+            f"max {max(self.buckets, default=0)} ms"
+        )
+
+
+def serve(queue: Queue, line: DelayLine, stopping: list[bool], late: Lateness | None = None) -> int:
     """Hold and release packets until ``stopping``; how many packets went through."""
     held: list[tuple[float, int, int]] = []
     count = 0
+    late = late if late is not None else Lateness()
     while not stopping:
         timeout = max(0.0, held[0][0] - time.monotonic()) if held else 0.5
         readable, _, _ = select.select([queue], [], [], timeout)
@@ -173,7 +206,9 @@ def serve(queue: Queue, line: DelayLine, stopping: list[bool]) -> int:
                 count += 1
         now = time.monotonic()
         while held and held[0][0] <= now:
-            queue.accept(heapq.heappop(held)[2])
+            due, _, packet_id = heapq.heappop(held)
+            late.add(now - due)
+            queue.accept(packet_id)
     for _, _, packet_id in held:
         queue.accept(packet_id)
     return count
@@ -212,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     line = DelayLine(args.rtt_ms / 2000, args.jitter_ms / 1000)
-    count = serve(queue, line, stopping)
-    print(f"delay: stopped after {count} packets", file=sys.stderr, flush=True)
+    late = Lateness()
+    count = serve(queue, line, stopping, late)
+    print(f"delay: stopped after {count} packets, {late.summary()}", file=sys.stderr, flush=True)
     return 0
 
 
