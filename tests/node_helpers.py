@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,20 @@ def scrape(url: str) -> Samples:
         for family in text_string_to_metric_families(resp.text)
         for sample in family.samples
     }
+
+
+@contextmanager
+def gossip_mesh(spec: str) -> Iterator[None]:
+    """Nodes started inside get this mesh (``d,d_low,d_high``); the environment is restored."""
+    old = os.environ.get("P2P_OFFERS_GOSSIP_MESH")
+    os.environ["P2P_OFFERS_GOSSIP_MESH"] = spec
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("P2P_OFFERS_GOSSIP_MESH", None)
+        else:
+            os.environ["P2P_OFFERS_GOSSIP_MESH"] = old
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -7,13 +7,12 @@ being forwarded. The counters are the nodes' own (``/health`` ``gossip``).
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 import requests
 from nacl.signing import SigningKey
-from node_helpers import Net, foreign_offer, wait_until
+from node_helpers import Net, foreign_offer, gossip_mesh, wait_until
 
 from p2p_offers.gossip import wire
 from p2p_offers.node.network.gossip import envelope
@@ -25,20 +24,13 @@ NODES = 8
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    old = os.environ.get("P2P_OFFERS_GOSSIP_MESH")
-    os.environ["P2P_OFFERS_GOSSIP_MESH"] = f"3,2,{D_HIGH}"
-    try:
+    with gossip_mesh(f"3,2,{D_HIGH}"):
         network = Net(
             tmp_path_factory.mktemp("gossip"),
             grapes=2,
             nodes=NODES,
             node_extra=["--propagation", "gossip", "--sync-interval", "2"],
         )
-    finally:
-        if old is None:
-            os.environ.pop("P2P_OFFERS_GOSSIP_MESH", None)
-        else:
-            os.environ["P2P_OFFERS_GOSSIP_MESH"] = old
     try:
         wait_until(lambda: all(meshed(network, p) for p in network.nodes), 30, "meshes")
         yield network

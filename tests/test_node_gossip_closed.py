@@ -18,27 +18,20 @@ import os
 import signal
 
 import pytest
-from node_helpers import Net, wait_until
+from node_helpers import Net, gossip_mesh, wait_until
 
 from p2p_offers.offers import OPEN
 
 
 @pytest.fixture
 def net(tmp_path):
-    old = os.environ.get("P2P_OFFERS_GOSSIP_MESH")
-    os.environ["P2P_OFFERS_GOSSIP_MESH"] = "2,1,4"
-    try:
+    with gossip_mesh("2,1,4"):
         network = Net(
             tmp_path,
             grapes=1,
             nodes=3,
             node_extra=["--sync-interval", "1", "--closed-keep", "1"],
         )
-    finally:
-        if old is None:
-            os.environ.pop("P2P_OFFERS_GOSSIP_MESH", None)
-        else:
-            os.environ["P2P_OFFERS_GOSSIP_MESH"] = old
     try:
         yield network
     finally:
