@@ -176,8 +176,7 @@ class Taker:
             addresses = self.peers.owner(bid.maker)
         except GrapeError as exc:
             raise errors.DhtUnavailable(f"cannot look up the offer's owner: {exc}") from None
-        doubt = not fresh and bid.bid_id in self.in_doubt_bids
-        doubted = doubt  # in doubt, at some point of this call
+        doubt = not fresh and bid.bid_id in self.in_doubt_bids  # once True, stays so
         tries = addresses + addresses[:1]  # the first one twice: a retry after a reset
         for address in tries:
             try:
@@ -185,14 +184,14 @@ class Taker:
             except MaybeDelivered as exc:
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 if not doubt:
-                    doubt = doubted = True  # from now on only the owner's answer settles it
+                    doubt = True  # from now on only the owner's answer settles it
                     self._doubt(bid, for_offer, side)
                 continue
             except TransportError as exc:  # not delivered, or an answer we cannot read
                 log.info("bid %s to %s: %s", bid.bid_id, address, exc)
                 continue
             except REFUSED as exc:
-                if doubted:
+                if doubt:
                     self._settled(bid, None)
                 if self._is_held(bid.bid_id):
                     ended = BidStatus.EXPIRED
@@ -208,7 +207,7 @@ class Taker:
             fill = StoredFill(bid, receipt, Role.TAKER, for_offer, side)
             if self.receipts.add(fill):
                 self.filled.emit(fill)
-            if doubted:
+            if doubt:
                 self._settled(bid, receipt)
             if self._is_held(bid.bid_id):
                 self._decide(bid.bid_id, BidStatus.ACCEPTED, receipt.amount)
