@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from p2p_offers.cluster import Cluster, Proc, free_ports, local_network
 
@@ -97,6 +99,37 @@ def cpu_s(procs: list) -> float:
         except (OSError, AttributeError, IndexError, ValueError):
             return float("nan")
     return total / os.sysconf("SC_CLK_TCK")
+
+
+MESSAGE_FAMILIES = {  # counter family -> the label that says which message
+    "node_dht_requests": "kind",
+    "node_peer_calls": "action",
+    "node_intake_records": "outcome",  # records received, each verified
+    "node_events": "event",  # ledger replication's "pulled" counts entries
+}
+
+
+async def messages(session: aiohttp.ClientSession, urls: Sequence[str]) -> collections.Counter:
+    """Messages the nodes at ``urls`` have sent (and records taken in) so far, summed,
+    keyed ``family:label``.
+
+    Diffed around a run it says what one operation costs the network in messages,
+    which is what CPU per operation is mostly made of.
+    """
+    total: collections.Counter = collections.Counter()
+    texts = await asyncio.gather(*(_text(session, f"{url}/metrics") for url in urls))
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            label = MESSAGE_FAMILIES.get(family.name)
+            for sample in family.samples if label else ():
+                if sample.name.endswith("_total"):
+                    total[f"{family.name}:{sample.labels[label]}"] += sample.value
+    return total
+
+
+async def _text(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as resp:
+        return await resp.text()
 
 
 # -- REST client -----------------------------------------------------------------------------

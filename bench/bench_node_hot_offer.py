@@ -9,7 +9,8 @@ that outlasts it ends on 409 ``offer_taken`` and proves the last satoshi is sold
 Reported: accepted bids/s, CPU per accepted bid (all grapes and nodes, user + system;
 far less noisy than wall time on a shared machine) over the bidding and until publication
 has settled (from the first bid sent to the last receipt), and while bidding split by role
-(the maker, the takers, the grapes), 409s by code,
+(the maker, the takers, the grapes), messages per accepted bid (grape requests and calls
+to other nodes, by kind, from every node's `/metrics`, bidding until settled), 409s by code,
 other failures, and the overfill: receipts summed against the offer's amount, and the
 owner's own record chain (filled amounts summed along ``fill.remainder``) against the
 receipts, which must agree exactly. Target (issue 3): >= 500 accepted bids/s, 0 overfill.
@@ -32,6 +33,7 @@ from _common import (
     http,
     log,
     median_of,
+    messages,
     network,
     open_offers,
     run_bench,
@@ -131,6 +133,7 @@ async def one_round(
     await wait_for(everywhere, 10)
 
     tally = Tally()
+    sent_before = await messages(session, net.urls)
     cpu_before = cpu_s(procs)
     role_before = {role: cpu_s(p) for role, p in roles.items()}
     start = time.perf_counter()
@@ -151,6 +154,7 @@ async def one_round(
     await asyncio.sleep(SETTLE_S)
     cpu_settled = cpu_s(procs) - cpu_before
 
+    sent = await messages(session, net.urls) - sent_before
     fill_ids = {r["fill_id"] for r in tally.receipts}
     chain = await owner_chain(session, maker, offer["id"])
     return {
@@ -163,6 +167,11 @@ async def one_round(
         **{f"cpu_ms_per_bid_{role}": ms for role, ms in by_role.items()},  # while bidding
         "bid_latency_p50_ms": summarize(tally.latencies_ms)["p50_ms"],
         "bid_latency_p99_ms": summarize(tally.latencies_ms)["p99_ms"],
+        "messages_per_bid": {
+            k: round(v / len(tally.receipts), 2) for k, v in sorted(sent.items()) if v
+        }
+        if tally.receipts
+        else {},
         "conflicts_409": sum(tally.conflicts.values()),
         "conflicts_by_code": dict(tally.conflicts),
         "failures": dict(tally.failures),
