@@ -72,6 +72,13 @@ def _hash_or_none(entry: LedgerEntry) -> str | None:
         return None
 
 
+def _hash_or_raise(entry: LedgerEntry) -> str:
+    digest = _hash_or_none(entry)
+    if digest is None:
+        raise LedgerError(f"height {entry['height']}: not canonical JSON (a float?)")
+    return digest
+
+
 def _unsigned(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != "sig"}
 
@@ -149,6 +156,13 @@ def verify_entry(
     Cheap structural checks run before the signature checks, so junk from a
     peer costs no cryptography.
     """
+    _check_link(entry, prev, "" if prev is None else entry_hash(prev))
+    _check_signature(entry)
+    _check_receipt(entry, verify_receipt)
+
+
+def _check_link(entry: Any, prev: LedgerEntry | None, prev_hash: str) -> None:
+    """Shape, height and ``prev`` hash: everything about ``entry`` but its signatures."""
     _check_shape(entry)
     if prev is None:
         if entry["height"] != 1:
@@ -158,16 +172,19 @@ def verify_entry(
             raise LedgerError("entry continues another owner's feed")
         if entry["height"] != prev["height"] + 1:
             raise LedgerError(f"height {entry['height']} does not follow {prev['height']}")
-        if entry["prev"] != entry_hash(prev):
+        if entry["prev"] != prev_hash:
             raise LedgerError(f"prev hash at height {entry['height']} does not match")
-    _check_signature(entry)
-    if verify_receipt is not None:
-        try:
-            verify_receipt(entry["receipt"])
-        except LedgerError:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:
-            raise LedgerError(f"receipt at height {entry['height']}: {exc}") from None
+
+
+def _check_receipt(entry: LedgerEntry, verify_receipt: ReceiptCheck | None) -> None:
+    if verify_receipt is None:
+        return
+    try:
+        verify_receipt(entry["receipt"])
+    except LedgerError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LedgerError(f"receipt at height {entry['height']}: {exc}") from None
 
 
 class Feed:
@@ -175,11 +192,28 @@ class Feed:
 
     What a node replicates per maker. Everything held has been verified against
     its predecessor, so the head hash vouches for all of it.
+
+    ``every_signature=False`` is how a replicating node reads a batch: each
+    entry's shape, height, ``prev`` hash and receipt (``verify_receipt``) are
+    checked, but only the batch's last entry's signature. That signature covers
+    its ``prev``, the hash of the entry before it, signature included, and so on
+    down to the head already held: the owner's one signature authenticates the
+    whole batch, as a signed tree root does in Hypercore or Certificate
+    Transparency. One Ed25519 verification per batch instead of two per entry
+    (the entry's and its receipt's, both the owner's key) is most of what
+    replication costs a node per trade. The audit (``every_signature=True``, the
+    default) still checks every signature, the receipts' included.
     """
 
-    def __init__(self, owner: str, verify_receipt: ReceiptCheck | None = verify_receipt_signature):
+    def __init__(
+        self,
+        owner: str,
+        verify_receipt: ReceiptCheck | None = verify_receipt_signature,
+        every_signature: bool = True,
+    ):
         self.owner = owner
         self._verify_receipt = verify_receipt
+        self._every_signature = every_signature
         self._entries: list[LedgerEntry] = []
         self._hashes: list[str] = []
 
@@ -221,9 +255,13 @@ class Feed:
                 expected = self.height + len(added) + 1
                 if height != expected:
                     raise GapError(f"expected height {expected}, got {height}")
-                verify_entry(entry, added[-1] if added else self.head, self._verify_receipt)
+                prev, prev_hash = (added[-1], hashes[-1]) if added else (self.head, self.head_hash)
+                _check_link(entry, prev, prev_hash)
+                if self._every_signature:
+                    _check_signature(entry)
+                _check_receipt(entry, self._verify_receipt)
+                hashes.append(_hash_or_raise(entry))
                 added.append(entry)
-                hashes.append(entry_hash(entry))
             elif height < 1:
                 raise LedgerError("height must be >= 1")
             elif _hash_or_none(entry) != self._hashes[height - 1]:
@@ -232,6 +270,8 @@ class Feed:
                 _check_shape(entry)
                 _check_signature(entry)
                 raise ForkError(self._entries[height - 1], entry)
+        if added and not self._every_signature:
+            _check_signature(added[-1])  # vouches for every entry before it (see the class)
         self._entries.extend(added)
         self._hashes.extend(hashes)
         return len(added)

@@ -250,9 +250,16 @@ paths = st.sampled_from(
 values = st.one_of(st.integers(-(2**70), 2**70), st.text(max_size=70), st.none(), st.booleans())
 
 
+# how a feed is checked: the audit (every signature), and replication (the batch's last
+# entry's signature and the hash chain; no receipt hook, so the chain alone must catch it)
+MODES = {"audit": {}, "batch": {"verify_receipt": None, "every_signature": False}}
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 7), paths, values)
-def test_random_tampering_never_verifies(at: int, path: tuple[str, ...], value: Any) -> None:
+@given(st.integers(0, 7), paths, values, st.sampled_from(sorted(MODES)))
+def test_random_tampering_never_verifies(
+    at: int, path: tuple[str, ...], value: Any, mode: str
+) -> None:
     entry = copy.deepcopy(CHAIN_8[at])
     target = entry
     for key in path[:-1]:
@@ -260,8 +267,41 @@ def test_random_tampering_never_verifies(at: int, path: tuple[str, ...], value: 
     if target[path[-1]] == value and type(target[path[-1]]) is type(value):
         return  # not a change
     target[path[-1]] = value
-    feed = Feed(public_hex(MAKER))
+    feed = Feed(public_hex(MAKER), **MODES[mode])
     feed.extend(CHAIN_8[:at])
     with pytest.raises(LedgerError):
         feed.extend([entry, *CHAIN_8[at + 1 :]])
     assert feed.height == at
+
+
+def owner_signed_chain_with_a_bad_signature_at(at: int) -> list[dict[str, Any]]:
+    """What only the owner can make: entry ``at`` carries a junk signature, and the owner
+    signed every later entry over its hash."""
+    entries = copy.deepcopy(CHAIN[: at + 1])
+    entries[at]["sig"] = "0" * 128
+    for _ in range(len(CHAIN) - at - 1):
+        entries.append(append(MAKER, entries[-1], receipt(MAKER, len(entries)), 1))
+    return entries
+
+
+def test_a_batch_is_authenticated_by_its_last_signature() -> None:
+    """Replication checks one signature per batch: the last one, which vouches for every hash
+    below it. The audit checks each one, so what only a cheating owner can build (a junk
+    signature under its own later ones) is taken by replication and failed by the audit."""
+    batch = {"verify_receipt": None, "every_signature": False}
+    assert Feed(public_hex(MAKER), **batch).extend(CHAIN) == 5
+    odd = owner_signed_chain_with_a_bad_signature_at(2)
+    assert Feed(public_hex(MAKER), **batch).extend(odd) == 5
+    with pytest.raises(LedgerError, match="height 3"):
+        Feed(public_hex(MAKER)).extend(odd)
+    last = copy.deepcopy(CHAIN)
+    last[-1]["sig"] = last[-2]["sig"]  # a well-formed signature, not this entry's
+    for mode in MODES.values():
+        feed = Feed(public_hex(MAKER), **mode)
+        with pytest.raises(LedgerError, match="height 5"):
+            feed.extend(last)
+        assert feed.height == 0
+    split = Feed(public_hex(MAKER), **batch)  # a batch that ends on the junk signature
+    with pytest.raises(LedgerError, match="height 3"):
+        split.extend(odd[:3])
+    assert split.extend(odd[:2]) == 2 and split.extend(odd[2:]) == 3

@@ -3,9 +3,10 @@
 A head announcement (or the periodic anti-entropy round) tells us a feed is
 longer somewhere; we pull the missing entries from the owner or from any peer
 that has them. Nothing from a peer is believed until ``ledger.Feed`` has
-verified every entry's signature, its link to the previous entry and the
-receipt it carries, so pulling from a third party is as safe as pulling from
-the owner. A feed that forks (two different signed entries at one height, kept
+verified every entry's link to the previous entry and the receipt it carries,
+and the owner's signature on the batch's last entry, which vouches for every
+hash below it, so pulling from a third party is as safe as pulling from the
+owner. A feed that forks (two different signed entries at one height, kept
 as evidence) is refused from then on; batches that skip heights are refused
 and counted. The in-memory ``Feed`` per foreign owner is only what new entries
 are checked against; the database holds what was verified.
@@ -28,7 +29,7 @@ from p2p_offers.ledger import Feed, ForkError, GapError, LedgerEntry, LedgerErro
 from p2p_offers.link import GrapeError
 from p2p_offers.node import errors
 from p2p_offers.node.ledger.head import SignedHead, parse_head, sign_head
-from p2p_offers.node.ledger.store import receipt_check
+from p2p_offers.node.ledger.store import receipt_shape
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.node.network.peers import Peers
@@ -215,7 +216,7 @@ class FeedReplicator:
 
         Returns how many were new. A fork is recorded (both entries kept) and
         the feed refused from then on; a gap or an invalid entry refuses the
-        batch. Nothing unverified is ever stored.
+        batch. Nothing the owner's signature does not vouch for is ever stored.
         """
         if not entries or owner == self.me or not is_public_key(owner) or owner in self._forked:
             return 0
@@ -255,11 +256,15 @@ class FeedReplicator:
             return added
 
     def _feed(self, owner: str) -> Feed:
-        """The verified in-memory chain of ``owner``, loaded (and re-verified) on first use."""
+        """The verified in-memory chain of ``owner``, loaded (and re-verified) on first use.
+
+        Verified as replication verifies (``ledger.Feed``, ``every_signature=False``): its
+        hashes, and its head's signature.
+        """
         with self._lock:
             feed = self._feeds.get(owner)
         if feed is None:
-            feed = Feed(owner, receipt_check)
+            feed = Feed(owner, receipt_shape, every_signature=False)
             feed.extend(self.ledger.entries(owner))
             with self._lock:
                 feed = self._feeds.setdefault(owner, feed)

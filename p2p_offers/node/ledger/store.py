@@ -132,3 +132,16 @@ def receipt_check(receipt: dict[str, Any]) -> None:
         Receipt.from_wire(receipt).verify()
     except ValueError as exc:  # DocError or SignatureError
         raise LedgerError(f"receipt: {exc}") from None
+
+
+def receipt_shape(receipt: dict[str, Any]) -> None:
+    """``receipt_check`` without the signature: what replication checks a receipt with.
+
+    The entry holding the receipt is authenticated by its owner's signature, and
+    the receipt's ``maker`` must be that owner (``ledger``), so a second
+    verification by the same key would add cost, not trust.
+    """
+    try:
+        Receipt.from_wire(receipt)
+    except ValueError as exc:
+        raise LedgerError(f"receipt: {exc}") from None
