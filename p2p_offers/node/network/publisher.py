@@ -62,6 +62,10 @@ MAX_BATCH_BYTES = 60 * 1024  # under the receivers' 64 KiB body limit
 RETRY_DELAY_S = 0.5  # the pause after a round of puts that failed, doubling ...
 RETRY_DELAY_MAX_S = 30.0  # ... up to this
 PUSH_FIRST_S = 0.02
+# Put rounds start at most this often: a hot chain's versions that arrive meanwhile
+# coalesce to its newest, so its puts stay a few per round, not one per bid. The DHT
+# is for readers that were not told; a first put after a quiet spell still goes at once.
+PUT_ROUND_S = 0.1
 
 
 class Publishable(Protocol):
@@ -194,10 +198,16 @@ class Publisher:
 
     def _put_loop(self) -> None:
         delay = RETRY_DELAY_S
+        round_start = -PUT_ROUND_S
         while True:
+            with self._cond:  # stop() ends the pause; new publications do not
+                self._cond.wait_for(
+                    lambda: self._stopping, timeout=round_start + PUT_ROUND_S - time.monotonic()
+                )
             batch = self._take(self._to_put)
             if not batch:
                 return
+            round_start = time.monotonic()
             with self._cond:
                 self._putting = len(batch)
                 # Peers are waiting for the push; the DHT is not. Let the push go first
