@@ -7,11 +7,14 @@ are signed in ``records``, because their bytes are fixed by BEP44.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Any
 
-from nacl.exceptions import BadSignatureError
+from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.public import Box
 from nacl.signing import SigningKey, VerifyKey
 
 from p2p_offers.codec import canonical_json
@@ -37,6 +40,35 @@ def verify_doc(public_hex: str, kind: str, doc: dict[str, Any], sig_hex: str) ->
         VerifyKey(bytes.fromhex(public_hex)).verify(_message(kind, doc), bytes.fromhex(sig_hex))
     except (BadSignatureError, ValueError, TypeError):
         raise SignatureError(f"invalid {kind} signature") from None
+
+
+def pair_key(key: SigningKey, peer_hex: str) -> bytes:
+    """A secret only we and the node ``peer_hex`` can compute: X25519 of our key and theirs
+    (each Ed25519 key taken to its Curve25519 form, as libsodium provides; ``Box``'s
+    precomputed key), hashed for this one use.
+
+    For messages meant for one peer, a MAC under this key proves the sender to the
+    receiver as a signature would, for a keyed hash's cost instead of Ed25519's
+    (sign ~110 µs and verify ~240 µs here, per message). Unlike a signature it convinces
+    nobody else, which is all a point-to-point message needs. Raises ``SignatureError``
+    for a key that is no usable public key.
+    """
+    try:
+        theirs = VerifyKey(bytes.fromhex(peer_hex)).to_curve25519_public_key()
+        shared = Box(key.to_curve25519_private_key(), theirs).shared_key()
+    except (CryptoError, ValueError, TypeError):
+        raise SignatureError("not a usable public key") from None
+    return hashlib.blake2b(shared, digest_size=32, person=b"p2p-offers/mac").digest()
+
+
+def mac_doc(secret: bytes, kind: str, doc: dict[str, Any]) -> str:
+    """Hex keyed blake2b of ``doc`` for ``kind`` (the bytes ``sign_doc`` would sign)."""
+    return hashlib.blake2b(_message(kind, doc), key=secret, digest_size=32).hexdigest()
+
+
+def verify_mac(secret: bytes, kind: str, doc: dict[str, Any], mac_hex: str) -> None:
+    if not hmac.compare_digest(mac_doc(secret, kind, doc), mac_hex):
+        raise SignatureError(f"invalid {kind} authentication code")
 
 
 def public_hex(key: SigningKey) -> str:

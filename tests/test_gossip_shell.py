@@ -63,7 +63,7 @@ class Directory:
                     raise NotDelivered("down")
                 env = json.loads(data)
                 return directory.nets[target].receive(
-                    env["from"], env["to"], env["at"], env["sig"], env["messages"]
+                    env["from"], env["to"], env["at"], env["mac"], env["messages"]
                 )
 
         return Client()
@@ -120,7 +120,7 @@ def send(sender: SigningKey, to: GossipNet, *messages: dict) -> int:
     """An envelope as a node sends it: its ``at`` grows with every one."""
     _last_at[0] = at = max(now_ms(), _last_at[0] + 1)
     data = json.loads(envelope(sender, to.me, at, [wire.encode(m) for m in messages]))
-    return to.receive(data["from"], data["to"], data["at"], data["sig"], data["messages"])
+    return to.receive(data["from"], data["to"], data["at"], data["mac"], data["messages"])
 
 
 def version(record: dict, hops: int = 1) -> dict:
@@ -171,21 +171,21 @@ def test_mesh_control_needs_the_neighbours_key(line) -> None:
     mallory = SigningKey.generate()
     prune = json.loads(envelope(mallory, a.me, now_ms(), [wire.encode(wire.prune())]))
     with pytest.raises(errors.InvalidSignature):
-        a.receive(b.me, a.me, prune["at"], prune["sig"], prune["messages"])  # claims to be b
+        a.receive(b.me, a.me, prune["at"], prune["mac"], prune["messages"])  # claims to be b
     assert b.me in a.mesh
     # mallory's own prune only concerns mallory
-    a.receive(prune["from"], prune["to"], prune["at"], prune["sig"], prune["messages"])
+    a.receive(prune["from"], prune["to"], prune["at"], prune["mac"], prune["messages"])
     assert b.me in a.mesh
     # b's own prune, replayed, is taken once
     real = json.loads(envelope(b.key, a.me, now_ms(), [wire.encode(wire.prune())]))
-    args = (real["from"], real["to"], real["at"], real["sig"], real["messages"])
+    args = (real["from"], real["to"], real["at"], real["mac"], real["messages"])
     a.receive(*args)
     assert b.me not in a.mesh
     with pytest.raises(errors.InvalidInput, match="replayed"):
         a.receive(*args)
     old = json.loads(envelope(b.key, a.me, now_ms() - 120_000, []))
     with pytest.raises(errors.InvalidInput, match="ms from ours"):
-        a.receive(old["from"], old["to"], old["at"], old["sig"], old["messages"])
+        a.receive(old["from"], old["to"], old["at"], old["mac"], old["messages"])
 
 
 def test_anti_entropy_repairs_what_gossip_missed_and_forgets_what_the_book_dropped(line) -> None:

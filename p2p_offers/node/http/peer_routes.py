@@ -57,7 +57,7 @@ def announce(node: Node, body: s.AnnounceBody) -> dict[str, Any]:
 def gossip(node: Node, body: s.GossipEnvelope) -> dict[str, Any]:
     if not node.gossiping:
         raise errors.NotFound("this node does not gossip (--propagation push)")
-    taken = node.gossip.receive(body.sender, body.to, body.at, body.sig, body.messages)
+    taken = node.gossip.receive(body.sender, body.to, body.at, body.mac, body.messages)
     return {"taken": taken}
 
 

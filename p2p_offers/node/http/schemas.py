@@ -335,13 +335,17 @@ class AnnounceResult(BaseModel):
 
 
 class GossipEnvelope(Strict):
-    """Gossip messages from one node, signed by it (``node/network/gossip.py``): the
-    messages' own shapes are checked by ``p2p_offers.gossip.wire``."""
+    """Gossip messages from one node, authenticated for the receiver
+    (``node/network/gossip.py``): the messages' own shapes are checked by
+    ``p2p_offers.gossip.wire``."""
 
     sender: Hex64 = Field(alias="from", description="the sending node's client_id (its key)")
     to: Hex64 = Field(description="the receiving node's client_id")
     at: int = Field(ge=0, le=2**53, description="the sender's clock, ms; grows per sender")
-    sig: Sig
+    mac: Hex64 = Field(
+        description="keyed blake2b-256 of the envelope under the X25519 secret of sender "
+        "and receiver (docs/gossip.md)"
+    )
     messages: list[dict[str, Any]] = Field(max_length=1024)
 
 
