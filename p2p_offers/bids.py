@@ -26,6 +26,7 @@ MAX_SEQ = 2**63 - 1
 # a bid cannot be held back and replayed later (nor dated ahead), and what an owner must
 # remember of the bids it refused is bounded in time (``node/storage/refusals``).
 BID_WINDOW_MS = 60_000
+MAX_BID_BATCH = 64  # bids in one request to an owner: ~350 bytes each, well under 64 KiB
 
 
 def in_window(ts: int, now_ms: int) -> bool:

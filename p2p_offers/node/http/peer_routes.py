@@ -74,17 +74,52 @@ def gossip(node: Node, body: s.GossipEnvelope) -> dict[str, Any]:
     accepted=s.PendingWire,
 )
 def accept_bid(node: Node, body: s.BidIn) -> Any:
-    try:
-        bid = Bid.from_wire(body.model_dump())
-    except DocError as exc:
-        raise errors.InvalidBid(str(exc)) from None
-    outcome = node.maker.accept_bid(bid)
+    outcome = node.maker.accept_bid(_bid(body))
     if isinstance(outcome, ManualBid):
-        held = {"bid_id": bid.bid_id, "status": "pending", "expires": outcome.expires}
-        pending = current_app.json.response(held)
+        pending = current_app.json.response(_pending(outcome))
         pending.status_code = 202
         return pending
     return outcome.to_wire()
+
+
+@peer.route(
+    "POST",
+    "/peer/bid-batches",
+    summary="Signed bids one taker sends together (each on one of this node's offers); each "
+    "result is what POST /peer/bids would answer that bid: its receipt, pending, or its error",
+    body=s.BidBatch,
+    response=s.BidBatchResult,
+)
+def accept_bids(node: Node, body: s.BidBatch) -> dict[str, Any]:
+    bids: list[Bid | errors.DomainError] = []
+    for item in body.bids:
+        try:
+            bids.append(_bid(item))
+        except errors.DomainError as exc:
+            bids.append(exc)
+    valid = [b for b in bids if isinstance(b, Bid)]
+    outcomes = iter(node.maker.accept_bids(valid))
+    results = []
+    for bid in bids:
+        outcome = bid if isinstance(bid, errors.DomainError) else next(outcomes)
+        if isinstance(outcome, errors.DomainError):
+            results.append(outcome.body())
+        elif isinstance(outcome, ManualBid):
+            results.append({"pending": _pending(outcome)})
+        else:
+            results.append({"receipt": outcome.to_wire()})
+    return {"results": results}
+
+
+def _bid(body: s.BidIn) -> Bid:
+    try:
+        return Bid.from_wire(body.model_dump())
+    except DocError as exc:
+        raise errors.InvalidBid(str(exc)) from None
+
+
+def _pending(held: ManualBid) -> dict[str, Any]:
+    return {"bid_id": held.bid.bid_id, "status": "pending", "expires": held.expires}
 
 
 @peer.route(

@@ -72,6 +72,7 @@ PEER_ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "peerAnnounce": ("POST", "/peer/announce", {}),
     "peerGossip": ("POST", "/peer/gossip", {}),
     "peerBid": ("POST", "/peer/bids", {}),
+    "peerBids": ("POST", "/peer/bid-batches", {}),
     "peerOffers": ("GET", "/peer/offers", {}),
     "peerFeeds": ("GET", "/peer/ledger", {}),
     "peerFeed": ("GET", "/peer/ledger/<owner>", {"owner": "owner"}),

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from p2p_offers import money
-from p2p_offers.bids import MAX_SEQ
+from p2p_offers.bids import MAX_BID_BATCH, MAX_SEQ
 from p2p_offers.book import Side
 from p2p_offers.fields import MAX_MS
 from p2p_offers.node.config import MAX_OFFER_TTL_S, MIN_OFFER_TTL_S
@@ -385,3 +385,21 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class BidBatch(Strict):
+    """Bids one taker sends an owner together (``node/network/batching.py``)."""
+
+    bids: list[BidIn] = Field(min_length=1, max_length=MAX_BID_BATCH)
+
+
+class BidResult(BaseModel):
+    """One bid's answer: exactly one of the three, as ``POST /peer/bids`` would answer it."""
+
+    receipt: ReceiptWire | None = None
+    pending: PendingWire | None = None
+    error: ErrorBody | None = None
+
+
+class BidBatchResult(BaseModel):
+    results: list[BidResult] = Field(description="one per bid sent, in order")

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2p_offers.bids import Bid
+from p2p_offers.bids import MAX_BID_BATCH, Bid
 from p2p_offers.fields import is_public_key
 from p2p_offers.node import errors
+from p2p_offers.node.network.batching import BidBatcher
 from p2p_offers.node.network.transport import (
     BadReply,
     NotDelivered,
@@ -70,6 +71,19 @@ class OffersPage:
     next: str | None
 
 
+def _bid_result(item: Any) -> Any:
+    """One entry of a batch's ``results``: the reply a lone bid would have had, or its error."""
+    if isinstance(item, dict) and len(item) == 1:
+        if isinstance(item.get("receipt"), dict):
+            return item["receipt"]
+        if isinstance(item.get("pending"), dict):
+            return item["pending"]
+        error = item.get("error")
+        if isinstance(error, dict):
+            return errors.from_wire(error.get("code"), error.get("message"), error.get("details"))
+    return BadReply("malformed bid result")
+
+
 # Attempts at a bid that start within this of the previous one's end are one burst: the
 # taker's tries follow each other at once (after at most a database write, when a bid goes
 # in doubt); the resolver's resends of a bid in doubt soon come further apart.
@@ -91,6 +105,7 @@ class PeerClient:
         self._rtos_lock = threading.Lock()
         self._bursts: dict[str, tuple[float, float]] = {}  # bid id -> (burst start, last end)
         self._bursts_lock = threading.Lock()
+        self._bids = BidBatcher(self._send_bids, clock, max_batch=MAX_BID_BATCH)
 
     def timeout(self, address: str, action: str, maximum: float) -> float:
         """What the next ``action`` call to ``address`` may wait: its RTO, at most ``maximum``."""
@@ -136,17 +151,35 @@ class PeerClient:
     def bid(self, address: str, bid: Bid) -> Any:
         """Send a signed bid to its owner; the raw reply (a receipt to check) or an error.
 
-        NotDelivered, without sending, once this burst's ``bid_total_s`` is spent.
+        NotDelivered, without sending, once this burst's ``bid_total_s`` is spent. Bids
+        sent to one address at the same time go together (``network/batching.py``).
         """
         timeout = self._bid_budget(bid.bid_id)
         if timeout <= 0.0:
             raise NotDelivered(f"bid to {address}: its {self.timeouts.bid_total_s} s are spent")
         try:
-            return self._call(address, "bid", bid.to_wire(), timeout)
+            return self._bids.send(address, bid, timeout)
         finally:
             with self._bursts_lock:
                 start = self._bursts.get(bid.bid_id, (self.clock(), 0.0))[0]
                 self._bursts[bid.bid_id] = (start, self.clock())
+
+    def _send_bids(self, address: str, bids: list[Bid], timeout: float) -> list[Any]:
+        """One request for ``bids``: per bid its raw reply, or the owner's error for it. A
+        lone bid goes as ``bid``, so the quiet case is what it always was."""
+        if len(bids) == 1:
+            try:
+                return [self._call(address, "bid", bids[0].to_wire(), timeout)]
+            except errors.DomainError as exc:
+                return [exc]
+        try:
+            reply = self._call(address, "bids", {"bids": [b.to_wire() for b in bids]}, timeout)
+        except errors.DomainError as exc:  # not one bid's verdict: nothing was decided
+            raise BadReply(f"bids to {address}: the batch was refused ({exc.code})") from None
+        results = reply.get("results") if isinstance(reply, dict) else None
+        if not isinstance(results, list) or len(results) != len(bids):
+            raise BadReply(f"bids to {address}: malformed batch reply")
+        return [_bid_result(item) for item in results]
 
     def _bid_budget(self, bid_id: str) -> float:
         """Seconds this attempt may take: the per-attempt timeout, or what the burst has left."""

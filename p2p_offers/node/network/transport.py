@@ -1,7 +1,7 @@
 """How a request reaches another node, and the one translation of what can go wrong on the way.
 
 A ``PeerTransport`` carries one action (``identify``, ``announce``, ``gossip``, ``bid``,
-``offers``, ``feeds``, ``feed``) with a JSON payload to a node's address and
+``bids``, ``offers``, ``feeds``, ``feed``) with a JSON payload to a node's address and
 returns the decoded reply, or raises:
 
 * ``NotDelivered``: the request surely never reached the node (no connection);
@@ -67,6 +67,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "announce": ("POST", "/peer/announce"),
     "gossip": ("POST", "/peer/gossip"),
     "bid": ("POST", "/peer/bids"),
+    "bids": ("POST", "/peer/bid-batches"),
     "offers": ("GET", "/peer/offers"),
     "feeds": ("GET", "/peer/ledger"),
     "feed": ("GET", "/peer/ledger/{owner}"),
@@ -161,6 +162,7 @@ RPC_ACTIONS = {
     "announce": "peerAnnounce",
     "gossip": "peerGossip",
     "bid": "peerBid",
+    "bids": "peerBids",
     "offers": "peerOffers",
     "feeds": "peerFeeds",
     "feed": "peerFeed",

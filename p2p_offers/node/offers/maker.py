@@ -301,6 +301,10 @@ class OfferService:
         on a manual offer, the bid held pending."""
         return self._settler.accept(bid)
 
+    def accept_bids(self, bids: list[Bid]) -> list[Receipt | ManualBid | errors.DomainError]:
+        """``accept_bid`` for each of a taker's batch, in order, settled together."""
+        return self._settler.accept_many(bids)
+
     def accept_pending(self, offer_id: str, bid_id: str, amount: int | None = None) -> Receipt:
         """Our accept of a pending bid on our manual offer (the chain of ``offer_id``)."""
         return self._settler.accept_pending(offer_id, bid_id, amount)

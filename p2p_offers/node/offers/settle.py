@@ -9,6 +9,10 @@ exactly one outcome is recorded per bid id: a bid id answered before gets its
 recorded receipt, or its recorded refusal (``storage/refusals``: a refusal is
 final, whatever the offer became since), or ``DuplicateBid`` if it was another bid.
 
+Bids that come in one request (a taker's batch, ``accept_many``) are all queued
+before any chain settles, so a taker's burst on a hot offer is one batch here
+too; a lone bid is a batch of one.
+
 What a bid may fill: only while its ``ts`` is within ``BID_WINDOW_MS`` of our
 clock, at the offer's price now (else ``PriceChanged``: the taker is never
 filled at a price other than the one it signed), and only the version it names
@@ -29,6 +33,8 @@ left is ``insufficient_amount``.
 
 from __future__ import annotations
 
+import logging
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -47,30 +53,65 @@ from p2p_offers.signing import SignatureError
 if TYPE_CHECKING:
     from p2p_offers.node.offers.maker import OfferService
 
+log = logging.getLogger(__name__)
+
+Outcome = Receipt | ManualBid
+
 
 class Settler:
     def __init__(self, service: OfferService) -> None:
         self.service = service
 
-    def accept(self, bid: Bid) -> Receipt | ManualBid:
-        service = self.service
+    def _admit(self, bid: Bid) -> str:
+        """What a bid must be before it may queue: signed by its taker, meant for us; its
+        chain's root."""
         try:
             bid.verify()
         except SignatureError:
             raise errors.InvalidSignature("the bid's signature does not verify") from None
-        if bid.maker != service.me:
+        if bid.maker != self.service.me:
             raise errors.NotOwner.of(bid.offer_id)
-        root = service.root(bid.offer_id)
-        slot = Slot(bid)
-        with service.chains.using(root) as chain:
+        return self.service.root(bid.offer_id)
+
+    def accept_many(self, bids: list[Bid]) -> list[Outcome | errors.DomainError]:
+        """Bids that came in one request (a taker's batch), each decided as ``accept``
+        decides it, in order; all are queued on their chains before any chain settles, so
+        each chain settles its share in one batch and one commit."""
+        service = self.service
+        admitted: list[tuple[str, Slot] | errors.DomainError] = []
+        for bid in bids:
+            try:
+                admitted.append((self._admit(bid), Slot(bid)))
+            except errors.DomainError as exc:
+                admitted.append(exc)
+        mine: dict[str, list[Slot]] = {}
+        for item in admitted:
+            if not isinstance(item, errors.DomainError):
+                mine.setdefault(item[0], []).append(item[1])
+        with ExitStack() as using:
+            chains = {root: using.enter_context(service.chains.using(root)) for root in mine}
             with service._guard:
-                chain.queue.append(slot)
-            with chain.lock:
-                if not slot.done:
+                for root, slots in mine.items():
+                    chains[root].queue.extend(slots)
+            for root, chain in chains.items():
+                with chain.lock:
+                    if all(slot.done for slot in mine[root]):
+                        continue  # another bid's thread settled ours with its batch
                     with service._guard:
                         batch, chain.queue = chain.queue, []
-                    self._settle(root, batch)
-        return slot.outcome()
+                    try:
+                        self._settle(root, batch)
+                    except Exception:  # every slot of the batch holds it (``_outcome``)
+                        log.exception("settling bids on the chain of %s failed", root)
+        return [
+            item if isinstance(item, errors.DomainError) else _outcome(item[1]) for item in admitted
+        ]
+
+    def accept(self, bid: Bid) -> Outcome:
+        outcome = self.accept_many([bid])[0]
+        if isinstance(outcome, errors.DomainError):
+            raise outcome
+        return outcome
 
     def _settle(self, root: str, batch: list[Slot]) -> None:
         """Decide every bid of ``batch`` in order, then make all fills durable at once."""
@@ -270,6 +311,17 @@ class Settler:
         if named is None or fill is None or fill.remainder is None:
             return False
         return bid.offer_seq in (named.seq - 1, named.seq)
+
+
+def _outcome(slot: Slot) -> Outcome | errors.DomainError:
+    """A settled slot's answer, an error included (one that is not the domain's, a failed
+    commit, answers ``internal``: nothing of it was made durable, so nothing was filled)."""
+    try:
+        return slot.outcome()
+    except errors.DomainError as exc:
+        return exc
+    except Exception:
+        return errors.Internal(f"bid {slot.bid.bid_id} could not be settled")
 
 
 def _remember(bid: Bid, refusal: errors.Refusal, now: int) -> bool:
