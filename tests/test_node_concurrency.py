@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from node_helpers import Net, data_dir_of, stored_fills, wait_until
+from node_helpers import Net, data_dir_of, scrape, stored_fills, wait_until
 
 from p2p_offers.cluster import Proc
 from p2p_offers.money import format_btc, parse_btc
@@ -116,6 +116,13 @@ def test_bid_storm_never_overfills_and_everyone_agrees(net: Net) -> None:
     accepted, statuses = storm(takers, offers, bids=360)
     assert set(statuses) <= {201, 409}, statuses
     assert statuses.get(201, 0) >= OFFERS  # every offer took bids
+    batches = sum(
+        value
+        for taker in takers
+        for (name, labels), value in scrape(taker.url).items()
+        if name == "node_peer_calls_total" and ("action", "bids") in labels
+    )
+    assert batches > 0  # takers sent bids together: the owner settled batches of them
 
     chains = {o["id"]: chain_records(net, owner, o["id"]) for o in offers}
     chain_ids = {root: {r["id"] for r in recs} for root, recs in chains.items()}

@@ -71,6 +71,11 @@ class BidBatcher:
         self._queues: dict[str, deque[_Waiting]] = {}
         self._leaders: dict[str, int] = {}  # address -> requests out (leaders sending)
 
+    def busy(self) -> int:
+        """Addresses with bids queued or out (0 once every bid has its answer)."""
+        with self._lock:
+            return len(self._queues)
+
     def send(self, address: str, bid: Bid, timeout_s: float) -> Any:
         """``bid``'s reply from the owner at ``address``, or its error raised."""
         me = _Waiting(bid, self._clock() + timeout_s)
