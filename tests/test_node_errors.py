@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from fakes import MemoryDht
+from nacl.signing import SigningKey
 from node_helpers import Clock, Net
 
+from p2p_offers.bids import make_bid
 from p2p_offers.cluster import free_ports
 from p2p_offers.node import errors
 from p2p_offers.node.config import NodeConfig
@@ -23,6 +27,7 @@ from p2p_offers.node.http.app import APIS, create_app
 from p2p_offers.node.http.status import STATUS, status_of
 from p2p_offers.node.http.waitress_logs import ClientFailureFilter
 from p2p_offers.node.runtime import Node
+from p2p_offers.signing import public_hex
 
 POSTS = [op.path for api in APIS for op in api.operations if op.method == "POST"]
 
@@ -192,3 +197,39 @@ def test_integers_out_of_range_in_a_query_are_400_not_500(net: Net, query: str) 
     owner = net.http.get(node.url + "/health", timeout=5).json()["client_id"]
     resp = net.http.get(node.url + query.format(owner=owner), timeout=5)
     assert is_project_error(resp, 400, "invalid_input")
+
+
+def test_bid_batches_answer_every_bid_and_refuse_bad_batches(net: Net) -> None:
+    """``POST /peer/bid-batches`` (left out of schemathesis: see test_openapi_conformance):
+    one result per bid, in order, each what ``POST /peer/bids`` would answer; a batch that is
+    not a list of 1 to 64 bids is 400 as a whole."""
+    node = net.nodes[0]
+    owner = net.http.get(node.url + "/health", timeout=5).json()["client_id"]
+    taker = SigningKey.generate()
+
+    def bid(maker: str) -> dict:
+        return make_bid(
+            taker,
+            offer_id=str(uuid.uuid4()),
+            offer_seq=1,
+            maker=maker,
+            amount=1000,
+            price=5_000_000,
+            now_ms=int(time.time() * 1000),
+        ).to_wire()
+
+    forged = {**bid(owner), "amount": 2000}  # the signature no longer covers it
+    batch = [bid(owner), forged, bid(public_hex(SigningKey.generate()))]
+    resp = net.http.post(node.url + "/peer/bid-batches", json={"bids": batch}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    codes = [r["error"]["code"] for r in resp.json()["results"]]
+    assert codes == ["not_found", "invalid_signature", "not_owner"]  # an offer we never had
+    for body in (
+        {"bids": []},
+        {"bids": [bid(owner)] * 65},
+        {"bids": "all of them"},
+        {"bids": [{**bid(owner), "amount": 1.5}]},
+        {"bids": [bid(owner)], "more": 1},
+    ):
+        resp = net.http.post(node.url + "/peer/bid-batches", json=body, timeout=10)
+        is_project_error(resp, 400, "invalid_input")

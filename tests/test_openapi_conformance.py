@@ -65,6 +65,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(net: Net, tm
             # an event stream never ends: tests/test_events.py checks it on real nodes
             "--exclude-path",
             "/events",
+            # schemathesis 4 spends minutes generating one list of up to 64 signed bids (it did
+            # not finish 2 examples in 150 s); the endpoint's edge is checked by
+            # tests/test_node_errors.py::test_bid_batches_answer_every_bid_and_refuse_bad_batches
+            "--exclude-path",
+            "/peer/bid-batches",
             "--max-examples",
             "20",
             "--seed",
