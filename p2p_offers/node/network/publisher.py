@@ -66,6 +66,9 @@ PUSH_FIRST_S = 0.02
 # coalesce to its newest, so its puts stay a few per round, not one per bid. The DHT
 # is for readers that were not told; a first put after a quiet spell still goes at once.
 PUT_ROUND_S = 0.1
+# Likewise for spreading to peers, where every version sent is verified by every node:
+# versions that arrive within this of the last round go together, newest only.
+PUSH_ROUND_S = 0.02
 
 
 class Publishable(Protocol):
@@ -196,14 +199,16 @@ class Publisher:
 
     # -- the DHT -------------------------------------------------------------------------
 
+    def _pause_until(self, when: float) -> None:
+        """Wait until ``when`` (monotonic); stop() ends the pause, new publications do not."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping, timeout=when - time.monotonic())
+
     def _put_loop(self) -> None:
         delay = RETRY_DELAY_S
         round_start = -PUT_ROUND_S
         while True:
-            with self._cond:  # stop() ends the pause; new publications do not
-                self._cond.wait_for(
-                    lambda: self._stopping, timeout=round_start + PUT_ROUND_S - time.monotonic()
-                )
+            self._pause_until(round_start + PUT_ROUND_S)
             batch = self._take(self._to_put)
             if not batch:
                 return
@@ -242,8 +247,7 @@ class Publisher:
             if not retry:
                 delay = RETRY_DELAY_S
                 continue
-            with self._cond:  # stop() ends the pause; new publications do not
-                self._cond.wait_for(lambda: self._stopping, timeout=delay)
+            self._pause_until(time.monotonic() + delay)
             delay = min(delay * 2, RETRY_DELAY_MAX_S)
 
     def _note_round(self, failed: bool) -> None:
@@ -325,10 +329,13 @@ class Publisher:
     # -- peers ---------------------------------------------------------------------------
 
     def _push_loop(self) -> None:
+        round_start = -PUSH_ROUND_S
         while True:
+            self._pause_until(round_start + PUSH_ROUND_S)
             batch = self._take(self._to_push)
             if not batch:
                 return
+            round_start = time.monotonic()
             with self._cond:
                 self._pushing = len(batch)
             try:
