@@ -14,13 +14,19 @@ to other nodes, by kind, from every node's `/metrics`, bidding until settled), 4
 other failures, and the overfill: receipts summed against the offer's amount, and the
 owner's own record chain (filled amounts summed along ``fill.remainder``) against the
 receipts, which must agree exactly. Target (issue 3): >= 500 accepted bids/s, 0 overfill.
+
+``--api rpc`` has the clients bid through the takers' Grenache RPC (``placeBid``, as a
+``grenache-nodejs-http`` client would) instead of REST: the same bid path behind a
+different edge, to see what the REST edge (waitress and Flask) costs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -56,20 +62,45 @@ class Tally:
     last_receipt: float = 0.0
 
 
+async def bid_rest(session: aiohttp.ClientSession, taker, offer_id: str, bid_btc: str):
+    """(201 and the receipt, 409 and the error code, or another status) over REST."""
+    url = f"{taker.url}/offers/{offer_id}/bids"
+    status, body = await call(session, "POST", url, {"amount_btc": bid_btc})
+    if status == 409:
+        return status, (body or {}).get("error", {}).get("code", "?")
+    return status, body
+
+
+async def bid_rpc(session: aiohttp.ClientSession, taker, offer_id: str, bid_btc: str):
+    """The same through the node's Grenache RPC (``placeBid``), as a Grenache client sends it."""
+    args = {"offer_id": offer_id, "amount_btc": bid_btc}
+    frame = [str(uuid.uuid4()), "p2p_offers:node", {"action": "placeBid", "args": [args]}]
+    async with session.post(f"http://{taker.rpc}/", json=frame) as resp:
+        _, err, data = json.loads(await resp.read())
+    if err is None:
+        return 201, data
+    code = err.split(":", 1)[0].removeprefix("ERR_").lower()
+    return (409, code) if code in CONFLICTS else (err[:40], None)
+
+
+CONFLICTS = {"offer_taken", "insufficient_amount", "stale_offer"}
+APIS = {"rest": bid_rest, "rpc": bid_rpc}
+
+
 async def bidder(
     session: aiohttp.ClientSession,
-    taker: str,
+    send,
+    taker,
     offer_id: str,
     bid_btc: str,
     deadline: float,
     tally: Tally,
 ) -> None:
     """Bid until the chain is taken or time is up; in-flight bids always finish."""
-    url = f"{taker}/offers/{offer_id}/bids"
     while time.perf_counter() < deadline:
         sent = time.perf_counter()
         try:
-            status, body = await call(session, "POST", url, {"amount_btc": bid_btc})
+            status, body = await send(session, taker, offer_id, bid_btc)
         except (aiohttp.ClientError, TimeoutError) as exc:
             tally.failures[type(exc).__name__] += 1
             continue
@@ -78,9 +109,8 @@ async def bidder(
             tally.last_receipt = time.perf_counter()
             tally.latencies_ms.append((tally.last_receipt - sent) * 1000)
         elif status == 409:
-            code = (body or {}).get("error", {}).get("code", "?")
-            tally.conflicts[code] += 1
-            if code == "offer_taken":
+            tally.conflicts[body] += 1
+            if body == "offer_taken":
                 return
         else:
             tally.failures[str(status)] += 1
@@ -119,8 +149,10 @@ async def one_round(
     bid_btc: str,
     concurrency: int,
     duration: float,
+    api: str,
 ) -> dict:
     maker, takers = net.urls[0], net.urls[1 : 1 + TAKERS]
+    taker_procs = net.nodes[1 : 1 + TAKERS]
     procs = [*net.nodes, *net.grapes]
     roles = {"maker": net.nodes[:1], "takers": net.nodes[1 : 1 + TAKERS], "grapes": net.grapes}
     offer_sats = bids * parse_btc(bid_btc)
@@ -139,7 +171,15 @@ async def one_round(
     start = time.perf_counter()
     await asyncio.gather(
         *(
-            bidder(session, takers[i % TAKERS], offer["id"], bid_btc, start + duration, tally)
+            bidder(
+                session,
+                APIS[api],
+                taker_procs[i % TAKERS],
+                offer["id"],
+                bid_btc,
+                start + duration,
+                tally,
+            )
             for i in range(concurrency)
         )
     )
@@ -193,7 +233,7 @@ async def run(args) -> dict:
             rounds = []
             for r in range(args.rounds):
                 result = await one_round(
-                    session, net, args.bids, args.bid_btc, args.concurrency, args.duration
+                    session, net, args.bids, args.bid_btc, args.concurrency, args.duration, args.api
                 )
                 log(f"round {r + 1}: {result}")
                 rounds.append(result)
@@ -201,6 +241,7 @@ async def run(args) -> dict:
     return {
         "bench": "node_hot_offer",
         "takers": TAKERS,
+        "api": args.api,
         "concurrency": args.concurrency,
         "bid_btc": args.bid_btc,
         "bids_per_offer": args.bids,
@@ -221,6 +262,10 @@ def main() -> None:
     parser.add_argument("--bids", type=int, default=2000, help="offer size, in bids")
     parser.add_argument("--bid-btc", default="0.001")
     parser.add_argument("--duration", type=float, default=20.0, help="per-round cap, s")
+    parser.add_argument(
+        "--api", choices=sorted(APIS), default="rest",
+        help="how the bench's clients bid: REST, or Grenache RPC placeBid",
+    )  # fmt: skip
     run_bench(parser, run)
 
 
