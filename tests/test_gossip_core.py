@@ -309,14 +309,39 @@ def test_owner_sends_to_its_mesh_only_and_each_node_forwards_once():
     log: list = []
     deliver(ring, owner.id, sends, log)
     assert all(n.store.get((v.owner, v.key)) == v for n in ring.values() if n is not owner)
+    versions = [(s, d, m) for s, d, m in log if m["t"] == "version"]
     forwarders: dict[str, set] = {}
-    for src, _dst, _msg in log:
+    for src, _dst, _msg in versions:
         forwarders.setdefault(src, set()).add(_dst)
-    # One forward per node: each sent at most one message per neighbour.
-    assert sum(1 for s, _, _ in log) == sum(len(d) for d in forwarders.values())
+    # One forward per node: each sent at most one version per neighbour.
+    assert len(versions) == sum(len(d) for d in forwarders.values())
     assert all(n.router.stats["new"] <= 1 for n in ring.values())
     assert all(n.validated <= 1 for n in ring.values())  # repeats stopped at the seen-cache
-    assert all(msg["hops"] <= wire.MAX_HOPS for _, _, msg in log)
+    assert all(msg["hops"] <= wire.MAX_HOPS for _, _, msg in versions)
+    # The ring's meshes were one-sided (i -> i+1, i+2, ...): each receiver took its sender
+    # in or pruned it, so every link a version crossed is two-sided or gone.
+    for src, dst, _msg in versions:
+        pruned = (dst, src, wire.prune()) in log
+        assert (src in ring[dst].router.mesh) != pruned
+        assert (dst in ring[src].router.mesh) != pruned
+
+
+def test_a_version_from_outside_the_mesh_mends_the_one_sided_link() -> None:
+    """A version comes only from a peer that has us in its mesh. With room we take it in;
+    full, we PRUNE it, so it stops counting on us (a lost PRUNE left a node at 50 hosts
+    whose neighbours had all dropped it getting nothing but anti-entropy repairs)."""
+    full = Node(1, list(range(2, 10)))
+    for i in range(20, 30):
+        full.router.handle(peer_id(i), wire.encode(wire.graft()))
+    assert len(full.router.mesh) == 8  # d_high
+    message = wire.encode(wire.version(version(1), 1))
+    assert (peer_id(40), wire.prune()) in full.router.handle(peer_id(40), message)
+    assert peer_id(40) not in full.router.mesh
+    assert full.router.handle(peer_id(41), message) == [(peer_id(41), wire.prune())]  # a repeat
+    room = Node(2, [3])
+    room.router.handle(peer_id(50), message)
+    assert peer_id(50) in room.router.mesh
+    assert room.router.stats["reciprocated"] == 1
 
 
 def test_forged_and_replayed_versions_are_not_forwarded_and_do_not_shadow():

@@ -115,15 +115,30 @@ class Router:
         try:
             obj = wire.loads(data)
             claimed = wire.claimed_id(obj)
+            mend = self._one_sided(sender) if claimed is not None else []
             if claimed is not None and claimed in self.seen:
                 self.mesh.succeeded(sender)
                 self.stats["duplicate"] += 1
-                return []
+                return mend
             message = wire.parse(obj)
         except wire.WireError:
             self.stats["malformed"] += 1
             return []
-        return self.handle_message(sender, message)
+        return mend + self.handle_message(sender, message)
+
+    def _one_sided(self, sender: str) -> list[Send]:
+        """A version comes only from a peer that has us in its mesh: if ours lacks it, take
+        it in (room permitting) or say PRUNE, so that no link stays one-sided. Otherwise a
+        lost PRUNE (a GRAFT refused while the answer could not be sent) leaves a node whose
+        neighbours all dropped it believing in them: it forwards to them and gets nothing
+        back but anti-entropy repairs (seen at 50 hosts)."""
+        if sender in self.mesh:
+            return []
+        if self.mesh.graft(sender):
+            self.stats["reciprocated"] += 1
+            return []
+        self.stats["pruned_one_sided"] += 1
+        return [(sender, wire.prune())]
 
     def handle_message(self, sender: str, message: wire.Message) -> list[Send]:
         self.mesh.succeeded(sender)
