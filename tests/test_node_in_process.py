@@ -163,6 +163,7 @@ def test_my_account_trades_filters_and_a_bid_at_the_price_seen(pair) -> None:
     # the maker reprices: a bid at the price the taker saw is refused, never filled at another
     rest = order["fills"][0]["remainder"]
     wait_until(lambda: b.maker.held(rest) is not None, 10, "the rest on b")
+    wait_until(lambda: a.index.get(rest), 10, "the rest on a")  # a bids only on what it knows
     assert cb.patch(f"/offers/{rest}", json={"price_usd": "30500"}).status_code == 200
     seen = ca.post(f"/offers/{rest}/bids", json={"amount_btc": "0.1", "price_usd": "30000.01"})
     assert seen.status_code == 409 and seen.json["error"]["code"] == "price_changed"
