@@ -38,7 +38,7 @@ from p2p_offers.node.storage.receipts import Role, StoredFill
 from p2p_offers.node.trading.desk import OrderDesk
 from p2p_offers.node.trading.order import Order
 from p2p_offers.node.trading.sweeper import Sweeper
-from p2p_offers.node.trading.uncross import crossed, newer
+from p2p_offers.node.trading.uncross import Uncrosser, crossed, newer
 from p2p_offers.records import Record, RecordError
 from p2p_offers.records import sign as sign_record
 from p2p_offers.signing import public_hex, sign_doc
@@ -334,6 +334,25 @@ def test_crossed_lists_only_our_offers_that_cross_an_older_foreign_one() -> None
     assert newer(tie, Entry("w", "sell", 1, 1, 7, THEM)) and not newer(
         tie, Entry("y", "sell", 1, 1, 7, THEM)
     )
+
+
+def test_a_foreign_version_wakes_the_uncrossing_scan_only_if_it_crosses_one_of_ours() -> None:
+    clock = Clock()
+    index = OfferIndex(clock)
+    ours = foreign_offer(BUYER, clock.now, side="buy", price=100, amount=1000)
+    assert index.apply(ours) == "applied"
+    uncrosser = Uncrosser(public_hex(BUYER), index, None, None, None)  # type: ignore[arg-type]
+
+    def wakes(signed: Any) -> bool:
+        uncrosser._wake.clear()
+        uncrosser.on_applied(signed)
+        return uncrosser._wake.is_set()
+
+    above = foreign_offer(OTHER, clock.now, side="sell", price=101, amount=1000)
+    at = foreign_offer(OTHER, clock.now, side="sell", price=100, amount=1000)
+    assert not wakes(above) and wakes(at)
+    assert not wakes(foreign_offer(OTHER, clock.now, side="buy", price=200, amount=1000))
+    assert not wakes(foreign_offer(OTHER, clock.now, side="sell", price=1, status="filled"))
 
 
 # -- our own feed --------------------------------------------------------------------------------
