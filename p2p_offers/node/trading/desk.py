@@ -96,8 +96,11 @@ class OrderDesk:
         An order is written to disk once its id is given out: at its first
         fill (unless that fill completes it), when it is done, or here if it
         is handed back still pending.
-        One that a crash cuts short before any of these never traded and was
-        never acknowledged.
+        One that a crash cuts short before any of these was never acknowledged;
+        a fill's receipt is committed by the taker just before, so a crash in
+        that moment leaves the trade in the node's trades but not in any order
+        (a window that closing the order in the completing fill's write merely
+        keeps open through ``close``, nothing slower).
         """
         if tif == Tif.GTC and stp is None and (crossing := self.service.self_crossing(side, price)):
             raise errors.SelfCross.of(side, price, crossing)
