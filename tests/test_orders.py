@@ -21,7 +21,7 @@ from nacl.signing import SigningKey
 from node_helpers import Clock, announcement, foreign_offer, local_node, wait_until
 
 from p2p_offers import bids, ledger
-from p2p_offers.book import Book, Entry
+from p2p_offers.book import Book, Entry, Tif
 from p2p_offers.codec import canonical_json
 from p2p_offers.fields import new_id
 from p2p_offers.ledger import Feed
@@ -32,10 +32,13 @@ from p2p_offers.node.http import schemas as models
 from p2p_offers.node.ledger.head import parse_head, sign_head
 from p2p_offers.node.network.index import OfferIndex
 from p2p_offers.node.network.peers import rest_owner_service
+from p2p_offers.node.storage.database import Database
+from p2p_offers.node.storage.orders import Orders
 from p2p_offers.node.storage.receipts import Role, StoredFill
+from p2p_offers.node.trading.desk import OrderDesk
 from p2p_offers.node.trading.order import Order
 from p2p_offers.node.trading.sweeper import Sweeper
-from p2p_offers.node.trading.uncross import crossed, newer
+from p2p_offers.node.trading.uncross import Uncrosser, crossed, newer
 from p2p_offers.records import Record, RecordError
 from p2p_offers.records import sign as sign_record
 from p2p_offers.signing import public_hex, sign_doc
@@ -272,6 +275,46 @@ def test_sweep_respects_limit_and_filter_and_stops_when_nothing_crosses() -> Non
     assert taker.calls == [(dear, 1000)] and left == 500
 
 
+class WritesKept(Orders):
+    """The real repository, keeping (status, satoshis filled) of every durable write."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.writes: list[tuple[str, int]] = []
+
+    def save(self, order: Order) -> None:
+        super().save(order)
+        self.writes.append((order.status, order.filled))
+
+
+@pytest.mark.parametrize(
+    ("amount", "writes"),
+    [
+        (600, [("filled", 600)]),  # one fill completes it: written once, with its close
+        (1500, [("pending", 1000), ("filled", 1500)]),  # the first fill is durable at once
+        (2500, [("pending", 1000), ("pending", 2000), ("partial", 2000)]),  # IOC: rest dropped
+    ],
+)
+def test_an_order_is_written_after_each_fill_but_the_completing_one_only_with_its_close(
+    tmp_path, amount: int, writes: list[tuple[str, int]]
+) -> None:
+    clock = Clock()
+    index, _ = sells(clock, (100, 1000, 1), (101, 1000, 2))
+    sweeper = Sweeper(public_hex(BUYER), index, ScriptedTaker({}, index))  # type: ignore[arg-type]
+    orders = WritesKept(Database(tmp_path / "node.db"))
+    desk = OrderDesk(orders, None, sweeper, clock)  # type: ignore[arg-type]  # IOC: no rest
+    desk.start()
+    try:
+        done = desk.submit("buy", 101, amount, Tif.IOC)
+        assert done.done.is_set() and orders.writes == writes
+        stored = orders.get(done.id)
+        assert stored is not None and stored.filled == writes[-1][1] == done.filled
+        assert stored.status == done.status == writes[-1][0]
+    finally:
+        desk.stop()
+        orders.db.close()
+
+
 # -- uncrossing --------------------------------------------------------------------------------
 
 ME, THEM = "a" * 64, "b" * 64
@@ -291,6 +334,25 @@ def test_crossed_lists_only_our_offers_that_cross_an_older_foreign_one() -> None
     assert newer(tie, Entry("w", "sell", 1, 1, 7, THEM)) and not newer(
         tie, Entry("y", "sell", 1, 1, 7, THEM)
     )
+
+
+def test_a_foreign_version_wakes_the_uncrossing_scan_only_if_it_crosses_one_of_ours() -> None:
+    clock = Clock()
+    index = OfferIndex(clock)
+    ours = foreign_offer(BUYER, clock.now, side="buy", price=100, amount=1000)
+    assert index.apply(ours) == "applied"
+    uncrosser = Uncrosser(public_hex(BUYER), index, None, None, None)  # type: ignore[arg-type]
+
+    def wakes(signed: Any) -> bool:
+        uncrosser._wake.clear()
+        uncrosser.on_applied(signed)
+        return uncrosser._wake.is_set()
+
+    above = foreign_offer(OTHER, clock.now, side="sell", price=101, amount=1000)
+    at = foreign_offer(OTHER, clock.now, side="sell", price=100, amount=1000)
+    assert not wakes(above) and wakes(at)
+    assert not wakes(foreign_offer(OTHER, clock.now, side="buy", price=200, amount=1000))
+    assert not wakes(foreign_offer(OTHER, clock.now, side="sell", price=1, status="filled"))
 
 
 # -- our own feed --------------------------------------------------------------------------------

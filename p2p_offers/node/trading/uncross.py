@@ -117,8 +117,19 @@ class Uncrosser:
             self._thread.join(timeout=5)
 
     def on_applied(self, signed: SignedOffer) -> None:
-        """The intake applied a foreign version: an open one may cross one of ours."""
-        if signed.offer.status == OPEN:
+        """The intake applied a foreign version: wake the scan if it crosses one of ours.
+
+        Checked here, on the intake's thread, under one read of the book: every
+        fill in the network brings each node a new open version of its maker's
+        offer, and almost none of them cross anything of ours, so waking the scan
+        thread for each (a thread switch and a pass over the book) is the cost,
+        not the check. Crossings a check misses (an owner's cooldown running out)
+        are found by the periodic scan.
+        """
+        offer = signed.offer
+        if offer.status == OPEN and self.index.read_book(
+            lambda book: any(e.owner == self.me for e in book.crossing(offer.side, offer.price))
+        ):
             self._wake.set()
 
     def poke(self) -> None:
