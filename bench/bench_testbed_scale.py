@@ -18,7 +18,10 @@ packet and direction, one grape and one node per host, gossip propagation:
   it arrives a little later than that (a streaming thread renders and writes it), so
   the figure errs on the slow side. After each sample one ``GET /offers`` per host
   confirms the offer is listed (outside the timing), and the next sample starts once
-  every host has sent the cancel's ``closed`` event;
+  every host has sent the cancel's ``closed`` event. A warm-up offer from every host
+  comes first, waited for the same way (no polling anywhere). ``cpu_ms_per_version``:
+  CPU all grapes and all nodes spent during the timed samples, per version published
+  (two per sample: create, cancel);
 - ``messages_per_version``: from every node's ``/health`` ``gossip`` counters over
   the sampling: version messages sent by owners for their own versions
   (``sent_by_owner``) and version messages sent by anyone (``sent_version``), per
@@ -53,7 +56,6 @@ from typing import Any
 import aiohttp
 import requests
 from _common import create_offer, emit, expect, http, log, open_offers, summarize
-from bench_node_propagation import learn_owners
 from bench_testbed import _cpu_s
 
 from p2p_offers.testbed import Conditions, Host, TestBed, missing_requirements
@@ -172,26 +174,42 @@ async def sample(
 
 
 async def propagate(bed: TestBed, samples: int) -> dict[str, Any]:
+    """A warm-up offer from every host (connections, caches, meshes; not counted), then
+    ``samples`` timed ones; with the CPU all grapes and nodes spent on the timed ones."""
     urls = [h.node_url for h in bed.hosts]
+    pids = {kind: _pids(bed, kind) for kind in ("grape", "node")}
     async with http() as session:
-        await learn_owners(session, urls, 60.0)  # warm-up: connections, caches, meshes
         streams = Streams(session, urls)
         try:
             await streams.ready()
+            for i in range(len(urls)):
+                await sample(session, streams, urls, i, 60.0)
+            cpu0 = {kind: sum(map(_cpu_s, kind_pids)) for kind, kind_pids in pids.items()}
             visible = [
                 await sample(session, streams, urls, i % len(urls), 60.0) for i in range(samples)
             ]
+            cpu1 = {kind: sum(map(_cpu_s, kind_pids)) for kind, kind_pids in pids.items()}
         finally:
             streams.close()
-    return summarize(visible)
+    row: dict[str, Any] = summarize(visible)
+    # each sample publishes two versions (create, cancel); what they cost, all hosts together
+    row["cpu_ms_per_version"] = {
+        kind: round(1000 * (cpu1[kind] - cpu0[kind]) / (2 * samples), 1) for kind in pids
+    }
+    return row
+
+
+def _pids(bed: TestBed, kind: str) -> list[int]:
+    return [
+        p.popen.pid
+        for p in (bed.cluster.procs if bed.cluster else [])
+        if p.kind == kind and p.popen is not None
+    ]
 
 
 def idle_cpu(bed: TestBed, seconds: float) -> dict[str, Any]:
     """Each grape's and node's CPU over ``seconds`` with nothing asked of them (% of a core)."""
-    procs = {
-        kind: [p.popen.pid for p in (bed.cluster.procs if bed.cluster else []) if p.kind == kind]
-        for kind in ("grape", "node")
-    }
+    procs = {kind: _pids(bed, kind) for kind in ("grape", "node")}
     pids = [pid for kind in procs.values() for pid in kind]
     before = {pid: _cpu_s(pid) for pid in pids}
     delay0, t0 = _cpu_s(bed.delay_pid or 0), time.perf_counter()
