@@ -26,7 +26,9 @@ packet and direction, one grape and one node per host, gossip propagation:
   the sampling: version messages sent by owners for their own versions
   (``sent_by_owner``) and version messages sent by anyone (``sent_version``), per
   version published (``published``; each sample publishes two: create and cancel),
-  against the targets ``<= 8`` and ``<= 8 x N``;
+  against the targets ``<= 8`` and ``<= 8 x N``; with the versions nodes got only
+  from anti-entropy (``repaired``) and mesh links only one end holds (a node whose
+  neighbours all pruned it without it knowing waits a digest round for every version);
 - ``rss_mb``: resident memory (``/proc/<pid>/status`` VmRSS) per grape and per node
   after the sampling, median and max.
 
@@ -77,11 +79,22 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def gossip_totals(session: requests.Session, hosts: list[Host]) -> dict[str, int]:
-    totals = {"published": 0, "sent_by_owner": 0, "sent_version": 0}
+    """Every node's gossip counters summed; ``one_sided``: mesh links the other end does not
+    hold (a node that counts a neighbour which pruned it gets nothing pushed from it)."""
+    totals = {"published": 0, "sent_by_owner": 0, "sent_version": 0, "repaired": 0}
+    meshes: dict[str, set[str]] = {}
     for h in hosts:
-        g = session.get(f"{h.node_url}/health", timeout=30).json()["gossip"]
+        health = session.get(f"{h.node_url}/health", timeout=30).json()
+        g = health["gossip"]
+        meshes[health["client_id"]] = set(g["neighbours"])
         for k in totals:
             totals[k] += g[k]
+    totals["one_sided"] = sum(
+        1 for me, mesh in meshes.items() for n in mesh if me not in meshes.get(n, {me})
+    )
+    totals["nodes_fed_by_nobody"] = sum(
+        1 for me in meshes if not any(me in mesh for mesh in meshes.values())
+    )
     return totals
 
 
@@ -281,6 +294,11 @@ def scale(
             "target_by_owner": 8,
             "target_total": 8 * hosts,
             "met": by_owner <= 8 and total <= 8 * hosts,
+            # versions a node only got from anti-entropy (a digest round, every sync
+            # interval), and the mesh's shape after the sampling: see gossip_totals
+            "repaired": after["repaired"] - before["repaired"],
+            "one_sided_mesh_links": after["one_sided"],
+            "nodes_in_no_mesh": after["nodes_fed_by_nobody"],
         }
         p99 = row["propagation"]["p99_ms"]
         row["propagation"]["target_p99_ms"] = 4 * WAN.rtt_ms + 100
