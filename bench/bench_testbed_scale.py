@@ -21,7 +21,8 @@ packet and direction, one grape and one node per host, gossip propagation:
   every host has sent the cancel's ``closed`` event. A warm-up offer from every host
   comes first, waited for the same way (no polling anywhere). ``cpu_ms_per_version``:
   CPU all grapes and all nodes spent during the timed samples, per version published
-  (two per sample: create, cancel);
+  (two per sample: create, cancel), and ``..._above_idle``: less their idle rate over
+  as long;
 - ``messages_per_version``: from every node's ``/health`` ``gossip`` counters over
   the sampling: version messages sent by owners for their own versions
   (``sent_by_owner``) and version messages sent by anyone (``sent_version``), per
@@ -186,7 +187,7 @@ async def sample(
     return (seen - t0) * 1000
 
 
-async def propagate(bed: TestBed, samples: int) -> dict[str, Any]:
+async def propagate(bed: TestBed, samples: int, idle_pct: dict[str, float]) -> dict[str, Any]:
     """A warm-up offer from every host (connections, caches, meshes; not counted), then
     ``samples`` timed ones; with the CPU all grapes and nodes spent on the timed ones."""
     urls = [h.node_url for h in bed.hosts]
@@ -198,16 +199,22 @@ async def propagate(bed: TestBed, samples: int) -> dict[str, Any]:
             for i in range(len(urls)):
                 await sample(session, streams, urls, i, 60.0)
             cpu0 = {kind: sum(map(_cpu_s, kind_pids)) for kind, kind_pids in pids.items()}
+            t0 = time.perf_counter()
             visible = [
                 await sample(session, streams, urls, i % len(urls), 60.0) for i in range(samples)
             ]
             cpu1 = {kind: sum(map(_cpu_s, kind_pids)) for kind, kind_pids in pids.items()}
+            elapsed = time.perf_counter() - t0
         finally:
             streams.close()
     row: dict[str, Any] = summarize(visible)
     # each sample publishes two versions (create, cancel); what they cost, all hosts together
-    row["cpu_ms_per_version"] = {
-        kind: round(1000 * (cpu1[kind] - cpu0[kind]) / (2 * samples), 1) for kind in pids
+    spent = {kind: cpu1[kind] - cpu0[kind] for kind in pids}
+    row["cpu_ms_per_version"] = {k: round(1000 * v / (2 * samples), 1) for k, v in spent.items()}
+    # less what the same processes burn idle over as long (idle_cpu): what a version adds
+    row["cpu_ms_per_version_above_idle"] = {
+        k: round(1000 * (v - idle_pct[k] / 100 * elapsed) / (2 * samples), 1)
+        for k, v in spent.items()
     }
     return row
 
@@ -266,7 +273,8 @@ def scale(
             counters0, cpu0 = bed.switch_counters(), _cpu_s(bed.delay_pid or 0)
             t0 = time.perf_counter()
             prober.start()
-            row["propagation"] = asyncio.run(propagate(bed, samples))
+            idle_pct = {k: row["idle_cpu"][k]["sum_pct"] for k in ("grape", "node")}
+            row["propagation"] = asyncio.run(propagate(bed, samples, idle_pct))
             row["sampling_s"] = round(time.perf_counter() - t0, 1)
             counters1, cpu1 = bed.switch_counters(), _cpu_s(bed.delay_pid or 0)
             elapsed = time.perf_counter() - t0
