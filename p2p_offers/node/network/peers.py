@@ -30,6 +30,16 @@ doubling: it is the likeliest to come back. With the doubling, a 30 s partition
 left each side shunning the other's nodes for 20 to 40 s more after the heal
 (``tests/test_testbed_partition.py``), so the halves took 10 anti-entropy
 rounds to find each other. Bounded: at most ``MAX_REMEMBERED`` such addresses.
+
+How often the list is looked up adapts (``maintain``): every ``REFRESH_MIN_S`` while
+it changes, then, each time a lookup finds the same nodes all identified, twice as
+long apart, up to ``REFRESH_MAX_S``. A lookup asks the k closest grapes and each
+answers with every node, so at one lookup a second per node 50 hosts spent ~1,000
+DHT RPCs/s (most of every idle grape's CPU) re-learning a list that had not changed.
+Nothing waits on the slow period: a change is found through events, which reset it
+(``invalidate``: gossip from an unknown node, a joining node syncing from us, a send
+that failed), and a listed node that went silent keeps it fast (it is reprobed every
+``REPROBE_S``), so a partition heals and a restarted node is found as before.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ SHUN_MAX_S = 600.0  # ... doubling with each further failure, up to this
 REPROBE_S = 2.0  # an address that answered as a node before is probed again this soon
 MAX_REMEMBERED = 10_000
 PROBE_WAIT_S = 1.0  # a refresh waits this long for its probes; slower ones finish later
+REFRESH_MIN_S = 1.0  # the node list is looked up this often while it changes ...
+REFRESH_MAX_S = 16.0  # ... doubling per unchanged lookup up to this (module docstring)
 
 
 def owner_service(client_id: str) -> str:
@@ -96,32 +108,39 @@ class Peers:
         self._lookup_failing = False
         self._nodes: list[Peer] | None = None
         self._nodes_at = 0.0
+        self.refresh_s = REFRESH_MIN_S  # the background lookup's period now (maintain)
+        self.lookups = 0
         self._owners: dict[str, tuple[float, list[str]]] = {}
         self._probe_pool = ThreadPoolExecutor(8, thread_name_prefix="peer-probe")
 
     # -- the node list -------------------------------------------------------------------
 
     def nodes(self) -> list[Peer]:
-        """Every other node, as of a lookup at most ``ttl_s`` old.
+        """Every other node, as of a lookup at most ``max_age_s`` old.
 
         ``maintain()`` (called by the node's sweeper) refreshes the list in the
         background before it goes stale, so in steady state this never waits;
         it looks up itself only when the list is missing or too old.
         """
         with self._lock:
-            cached, fresh = self._nodes, time.monotonic() - self._nodes_at < self.ttl_s
+            cached, fresh = self._nodes, self._fresh()
         if cached is not None and fresh:
             return cached
         with self._refreshing:  # one lookup at a time; waiters get its result
             with self._lock:
-                if self._nodes is not None and time.monotonic() - self._nodes_at < self.ttl_s:
+                if self._nodes is not None and self._fresh():
                     return self._nodes
             return self._refresh()
 
+    def _fresh(self) -> bool:
+        """(Under ``_lock``.) Young enough to serve without looking up: ``ttl_s``, or twice
+        the background period once it has slowed down (the sweeper refreshes before)."""
+        return time.monotonic() - self._nodes_at < max(self.ttl_s, 2 * self.refresh_s)
+
     def maintain(self) -> None:
-        """Refresh in the background once the list is half its lifetime old."""
+        """Refresh in the background once the list is ``refresh_s`` old."""
         with self._lock:
-            due = time.monotonic() - self._nodes_at >= self.ttl_s / 2
+            due = time.monotonic() - self._nodes_at >= self.refresh_s
         if due:
             self._refresh_soon()
 
@@ -170,7 +189,19 @@ class Peers:
         with self._lock:
             known = {a: self._identities.get(a) for a in dict.fromkeys(addresses)}
             peers = [Peer(a, c) for a, c in known.items() if c is not None and c != self.my_id]
+            # settled: the same nodes as last time, and no node that answered before is
+            # listed but silent or still being probed (junk that never answered is shunned)
+            settled = (
+                self._nodes is not None
+                and set(peers) == set(self._nodes)
+                and not any(
+                    a in self._probing or (c is None and a in self._were_nodes)
+                    for a, c in known.items()
+                )
+            )
+            self.refresh_s = min(2 * self.refresh_s, REFRESH_MAX_S) if settled else REFRESH_MIN_S
             self._nodes, self._nodes_at = peers, time.monotonic()
+            self.lookups += 1
         return peers
 
     def _probe(self, address: str) -> None:
@@ -205,10 +236,18 @@ class Peers:
             return len(self._nodes or [])
 
     def invalidate(self) -> None:
-        """Look up again now (a node we have not seen yet may be talking to us)."""
+        """Look up again soon, and often for a while (a node we have not seen yet may be
+        talking to us, or one we knew failed).
+
+        Soon, not at once, and nobody waits for it: the lookup runs in the background
+        (``maintain``) once the list is ``REFRESH_MIN_S`` old. Under load every gossip
+        envelope from a node not identified yet and every timed-out send calls this; when
+        it marked the list stale, each such call started a lookup and every ``nodes()``
+        (each gossip send and receive) waited for one, up to ``PROBE_WAIT_S``.
+        """
         with self._lock:
-            self._nodes_at = 0.0
-        self._refresh_soon()
+            self.refresh_s = REFRESH_MIN_S
+        self.maintain()
 
     def unreachable(self, address: str) -> None:
         """Forget who lives at an address that failed: it may come back as someone else."""
