@@ -236,18 +236,12 @@ class Peers:
             return len(self._nodes or [])
 
     def invalidate(self) -> None:
-        """Look up again soon, and often for a while (a node we have not seen yet may be
-        talking to us, or one we knew failed).
-
-        Soon, not at once, and nobody waits for it: the lookup runs in the background
-        (``maintain``) once the list is ``REFRESH_MIN_S`` old. Under load every gossip
-        envelope from a node not identified yet and every timed-out send calls this; when
-        it marked the list stale, each such call started a lookup and every ``nodes()``
-        (each gossip send and receive) waited for one, up to ``PROBE_WAIT_S``.
-        """
+        """Look up again now, and often for a while (a node we have not seen yet may be
+        talking to us, or one we knew failed)."""
         with self._lock:
+            self._nodes_at = 0.0
             self.refresh_s = REFRESH_MIN_S
-        self.maintain()
+        self._refresh_soon()
 
     def unreachable(self, address: str) -> None:
         """Forget who lives at an address that failed: it may come back as someone else."""
