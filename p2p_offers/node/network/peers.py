@@ -116,7 +116,7 @@ class Peers:
     # -- the node list -------------------------------------------------------------------
 
     def nodes(self) -> list[Peer]:
-        """Every other node, as of a lookup at most ``max_age_s`` old.
+        """Every other node, as of a lookup young enough (``_fresh``).
 
         ``maintain()`` (called by the node's sweeper) refreshes the list in the
         background before it goes stale, so in steady state this never waits;
