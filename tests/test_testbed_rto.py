@@ -62,5 +62,12 @@ def test_nodes_trade_across_hosts_at_300_ms_rtt(tmp_path):
             assert bid.status_code == 201, bid.text
             rest = bid.json()["remainder"]
             wait_until(lambda: status(b) == "filled", 30, "the fill on a third host")
-            seen = http.get(f"{b.node_url}/offers/{rest}", timeout=30)
-            assert seen.status_code == 200 and seen.json()["amount_btc"] == "0.50000000"
+
+            # The parent's closed version and the remainder are two records, each
+            # propagated on its own: one may land a moment before the other.
+            def remainder() -> dict | None:
+                resp = http.get(f"{b.node_url}/offers/{rest}", timeout=30)
+                return resp.json() if resp.status_code == 200 else None
+
+            seen = wait_until(remainder, 30, "the remainder there too")
+            assert seen["amount_btc"] == "0.50000000"
