@@ -32,7 +32,7 @@ from p2p_offers.node.ledger.head import SignedHead, parse_head, sign_head
 from p2p_offers.node.ledger.store import receipt_shape
 from p2p_offers.node.network.client import PeerClient
 from p2p_offers.node.network.outcomes import Outcome
-from p2p_offers.node.network.peers import Peers
+from p2p_offers.node.network.peers import Peer, Peers, Rotation
 from p2p_offers.node.network.publisher import Publisher
 from p2p_offers.node.network.transport import TransportError
 from p2p_offers.node.signals import Signal
@@ -46,6 +46,11 @@ PAGE_LIMIT = 500
 MAX_PAGE_LIMIT = 2000
 PULL_DELAY_S = 0.1  # collect announcements this long before pulling: one pull per burst
 MAX_WANTED = 10_000  # feeds waiting for a pull; heads of further new owners are ignored
+# Anti-entropy asks this many peers per round, not all: N of them asking all N was N²
+# requests per interval (490/s at 50 hosts, half of an idle node's CPU; docs/testbed.md).
+# Heads are gossiped, so the rounds only repair; and after a heal, 3 of a node's 5 peers
+# in a 3|3 split always include one from the far side.
+FEEDS_ASKED_PER_ROUND = 3
 
 
 class FeedReplicator:
@@ -81,6 +86,7 @@ class FeedReplicator:
         self.counts: Counter[str] = Counter()
         # another maker's entries, once verified and stored (what the event stream tells)
         self.pulled: Signal[[list[LedgerEntry]]] = Signal("foreign entries stored")
+        self._rotation = Rotation(FEEDS_ASKED_PER_ROUND)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -277,19 +283,23 @@ class FeedReplicator:
     # -- anti-entropy ----------------------------------------------------------------------
 
     def _sync_loop(self, interval_s: float) -> None:
-        """At start (a restarted node catches up at once), then every ``interval_s``."""
+        """Every peer at start (a restarted node catches up at once), then every
+        ``interval_s`` the next few of a rotation through them."""
+        peers: list[Peer] | None = None  # None: all of them
         while True:
             try:
-                self.sync_once()
+                self.sync_once(peers)
             except Exception:
                 log.exception("ledger sync failed")
             if self._stopping.wait(interval_s):
                 return
+            peers = self._rotation.take(self.peers.nodes())
 
-    def sync_once(self) -> int:
-        """Ask every peer which feeds it holds and pull whatever is longer there."""
+    def sync_once(self, peers: list[Peer] | None = None) -> int:
+        """Ask ``peers`` (default: every peer) which feeds they hold and pull whatever is
+        longer there."""
         pulled = 0
-        for peer in self.peers.nodes():
+        for peer in self.peers.nodes() if peers is None else peers:
             try:
                 page = self.client.feeds(peer.address)
             except (TransportError, errors.DomainError) as exc:

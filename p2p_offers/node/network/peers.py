@@ -45,6 +45,7 @@ that failed), and a listed node that went silent keeps it fast (it is reprobed e
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from concurrent import futures
@@ -81,6 +82,33 @@ def rest_owner_service(client_id: str) -> str:
 class Peer:
     address: str  # host:port as announced
     client_id: str
+
+
+class Rotation:
+    """A few peers per round, every peer within a cycle: what a periodic repair asks.
+
+    Asking every peer every round costs N² requests per round over a network; a
+    random few alone may skip one peer for long. This takes the next ``per_round``
+    of a shuffled cycle through the peers present (each peer once per cycle, a
+    fresh order each cycle, so pairings vary across the network): any 2·N /
+    ``per_round`` rounds in a row ask every peer. Peers gone are dropped, peers
+    new join the next cycle. For one thread (the loop that repairs).
+    """
+
+    def __init__(self, per_round: int, rng: random.Random | None = None) -> None:
+        self.per_round = per_round
+        self.rng = rng or random.Random()
+        self._due: list[str] = []  # client ids still to ask in this cycle
+
+    def take(self, present: list[Peer]) -> list[Peer]:
+        by_id = {p.client_id: p for p in present}
+        due = [c for c in self._due if c in by_id]
+        while len(due) < min(self.per_round, len(by_id)):
+            cycle = [c for c in by_id if c not in due]
+            self.rng.shuffle(cycle)
+            due += cycle
+        self._due = due[self.per_round :]
+        return [by_id[c] for c in due[: self.per_round]]
 
 
 class Peers:
