@@ -67,7 +67,7 @@ def test_two_nodes_trade_and_replicate_over_grenache_rpc_only(tmp_path, propagat
         wait_until(lambda: b.index.get(receipt["remainder"]), 10, "the remainder on b")
         used = set(wire.actions)
         spread = "peerGossip" if propagation == "gossip" else "peerAnnounce"
-        assert used >= {"health", spread, "peerBid", "peerOffers", "peerFeed"}, used
+        assert used >= {"peerIdentify", spread, "peerBid", "peerOffers", "peerFeed"}, used
     finally:
         for rpc in rpcs:
             rpc.stop()

@@ -9,7 +9,8 @@ invalid data refused).
 Two things the document cannot say: a bid's signature (``POST /peer/bids``
 with a schema-valid but unsigned bid is refused 400 ``invalid_signature``,
 configured as an expected answer there; likewise a gossip envelope's signature,
-addressee and time on ``POST /peer/gossip``), and that ``DELETE /offers/{id}``
+addressee and time on ``POST /peer/gossip``, and on ``POST /peer/identify`` whether the
+node listens at the address named: 421 ``misdirected`` if not), and that ``DELETE /offers/{id}``
 cancels an offer, which stays readable with its history (a cancelled record is
 part of the book's record), so ``use_after_free`` (a 200 after a DELETE) is
 the one check left out. ``GET /events`` (a stream that never ends) is left out
@@ -34,6 +35,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "403", "404",
 [[operations]]
 include-path = "/peer/gossip"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+[[operations]]
+include-path = "/peer/identify"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "421"]
 """
 
 

@@ -13,8 +13,13 @@ from nacl.signing import SigningKey
 
 from p2p_offers.bids import make_bid
 from p2p_offers.node import errors
+from p2p_offers.node.network import identity
 from p2p_offers.node.network.client import PeerClient, PeerTimeouts
 from p2p_offers.node.network.transport import MaybeDelivered, NotDelivered
+from p2p_offers.signing import public_hex
+
+KEY = SigningKey.generate()  # the node every address of the wire belongs to
+ME = public_hex(KEY)
 
 
 class Wire:
@@ -39,7 +44,9 @@ class Wire:
         self.now += self.delay
         if payload == "error":
             raise errors.InvalidInput("the peer answered with an error")
-        return {"client_id": "ab" * 32, "feeds": [], "node": ""}
+        if action == "identify":
+            return identity.prove(KEY, payload["challenge"], payload["address"])
+        return {"feeds": [], "node": ""}
 
     def close(self) -> None:
         pass
@@ -80,7 +87,7 @@ def test_a_timeout_doubles_the_rto_up_to_the_maximum_and_a_refusal_measures_noth
     peer, wire = client()
     wire.delay = 0.01
     for _ in range(10):
-        assert peer.identify("a:1") == "ab" * 32
+        assert peer.identify("a:1") == ME
     assert last_timeout(wire) == pytest.approx(1.0)
     wire.delay = 100.0  # silent: each timeout doubles the next wait, capped by identify_s
     assert peer.identify("a:1") is None
@@ -91,7 +98,7 @@ def test_a_timeout_doubles_the_rto_up_to_the_maximum_and_a_refusal_measures_noth
     assert peer.identify("a:1") is None
     assert peer.timeout("a:1", "identify", 10.0) == before  # refused at once: no sample
     wire.refuse, wire.delay = False, 0.01
-    assert peer.identify("a:1") == "ab" * 32  # a reply: the backoff ends
+    assert peer.identify("a:1") == ME  # a reply: the backoff ends
     assert peer.timeout("a:1", "identify", 10.0) == pytest.approx(1.0)
 
 

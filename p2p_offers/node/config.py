@@ -55,6 +55,16 @@ class NodeConfig:
         """Where the node answers Grenache RPC (and announces p2p_offers:node)."""
         return self.rpc_port if self.rpc_port is not None else self.port + RPC_PORT_OFFSET
 
+    def listens_at(self) -> tuple[set[str], set[int]]:
+        """The hosts and ports peers may dial this node at (``network/identity.py``).
+
+        No hosts without ``--announce-host``: the node then announces the address its
+        grape sees it at, which it cannot know (a wildcard bind, a name, NAT), only
+        the port.
+        """
+        hosts = {self.announce_host} if self.announce_host is not None else set()
+        return hosts, {self.port, self.grenache_port}
+
 
 def announce_problem(config: NodeConfig) -> str | None:
     """Why peers on other hosts could not dial what this node would announce; None if they can.

@@ -124,6 +124,13 @@ class BodyTooLarge(DomainError):
     code = "body_too_large"
 
 
+class Misdirected(DomainError):
+    """An identify challenge for an address this node does not listen at
+    (``network/identity.py``): signing it would let whoever listens there pass as us."""
+
+    code = "misdirected"
+
+
 class NotOwner(DomainError):
     code = "not_owner"
 

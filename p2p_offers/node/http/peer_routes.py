@@ -1,4 +1,4 @@
-"""What nodes call on each other: announcements, bids, sync pages, ledger feeds."""
+"""What nodes call on each other: identify, announcements, bids, sync pages, ledger feeds."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from p2p_offers.node.http import exchange_schemas as x
 from p2p_offers.node.http import schemas as s
 from p2p_offers.node.http.registry import Api
 from p2p_offers.node.http.remote import remote_address
+from p2p_offers.node.network import identity
 from p2p_offers.node.network.outcomes import Outcome
 from p2p_offers.node.storage.pending import ManualBid
 from p2p_offers.offers import SignedOffer
@@ -26,6 +27,24 @@ peer = Api("peer")
 
 def _count_malformed(node: Node) -> None:
     node.intake.count("announce", Outcome.MALFORMED)
+
+
+@peer.route(
+    "POST",
+    "/peer/identify",
+    summary="Who listens here: this node's client_id, signed over the caller's challenge and "
+    "the address it dialled (421 misdirected for an address this node does not listen at)",
+    body=s.IdentifyProbe,
+    response=s.Identity,
+    raises=(errors.InvalidInput, errors.Misdirected),
+)
+def identify(node: Node, body: s.IdentifyProbe) -> dict[str, str]:
+    hosts, ports = node.config.listens_at()
+    if not identity.is_own(body.address, hosts, ports):
+        raise errors.Misdirected(
+            f"this node does not listen at {body.address}", {"address": body.address}
+        )
+    return identity.prove(node.key, body.challenge, body.address)
 
 
 @peer.route(

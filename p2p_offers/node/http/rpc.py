@@ -69,6 +69,7 @@ ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
 # node to node (issue 7.2), under PEER_SERVICE: the /peer/* endpoints, for GrenacheTransport
 PEER_ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "health": ("GET", "/health", {}),
+    "peerIdentify": ("POST", "/peer/identify", {}),
     "peerAnnounce": ("POST", "/peer/announce", {}),
     "peerGossip": ("POST", "/peer/gossip", {}),
     "peerBid": ("POST", "/peer/bids", {}),

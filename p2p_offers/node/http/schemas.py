@@ -330,6 +330,24 @@ class PeerOffersPage(BaseModel):
     next: str | None = Field(description="cursor for the next page, null on the last")
 
 
+class IdentifyProbe(Strict):
+    """Who listens here? A fresh challenge and the address the prober dialled, which the
+    answer's signature covers (``node/network/identity.py``)."""
+
+    challenge: str = Field(pattern=r"^[0-9a-f]{32}$", description="16 random bytes, hex")
+    address: str = Field(
+        min_length=3,
+        max_length=300,
+        pattern=r"^\S+:\d{1,5}$",
+        description="host:port the prober dialled; must be one this node listens at",
+    )
+
+
+class Identity(BaseModel):
+    client_id: Hex64
+    sig: Sig = Field(description="Ed25519 over {address, challenge, client_id}, kind identify")
+
+
 class AnnounceResult(BaseModel):
     outcomes: dict[str, int]
 

@@ -26,6 +26,7 @@ from typing import Any
 from p2p_offers.bids import MAX_BID_BATCH, Bid
 from p2p_offers.fields import is_public_key
 from p2p_offers.node import errors
+from p2p_offers.node.network import identity
 from p2p_offers.node.network.batching import BidBatcher
 from p2p_offers.node.network.transport import (
     BadReply,
@@ -140,13 +141,18 @@ class PeerClient:
             self.rtos.sample(key, rtt_s)
 
     def identify(self, address: str) -> str | None:
-        """The client_id of the node at ``address``, or None if it does not say one."""
+        """The client_id the node at ``address`` proves it holds there, or None.
+
+        The proof signs our fresh challenge and ``address`` itself (``identity.py``), so
+        an address that relays the question to another node cannot pass as that node.
+        """
+        probe = identity.challenge()
+        payload = {"challenge": probe, "address": address}
         try:
-            reply = self._call(address, "identify", None, self.timeouts.identify_s)
+            reply = self._call(address, "identify", payload, self.timeouts.identify_s)
         except (TransportError, errors.DomainError):
             return None
-        client_id = reply.get("client_id") if isinstance(reply, dict) else None
-        return client_id if is_public_key(client_id) else None
+        return identity.proven_id(reply, probe, address)
 
     def bid(self, address: str, bid: Bid) -> Any:
         """Send a signed bid to its owner; the raw reply (a receipt to check) or an error.

@@ -12,7 +12,8 @@ bid) must not cost a DHT round trip, and a node that appears is still found with
 the cache lifetime.
 
 A lookup returns addresses, not identities; each new address is asked once for
-its ``client_id`` (``PeerClient.identify``), which is how a node leaves itself
+its ``client_id``, which it must prove with a signature over our challenge and
+that address (``PeerClient.identify``, ``identity.py``); this is how a node leaves itself
 out of its own peer list whatever address the grape saw it under. What is
 known of each address is read and written under ``_lock`` only: pushes forget
 addresses from their threads while a refresh probes and reads them.

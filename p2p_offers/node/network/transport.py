@@ -63,7 +63,7 @@ PEER_SERVICE = "p2p_offers:peer"
 # action -> (method, path); a path's {placeholders} come out of the payload, the rest of a
 # GET's payload is its query string, a POST's is its body (bytes: already encoded JSON).
 ROUTES: dict[str, tuple[str, str]] = {
-    "identify": ("GET", "/health"),
+    "identify": ("POST", "/peer/identify"),
     "announce": ("POST", "/peer/announce"),
     "gossip": ("POST", "/peer/gossip"),
     "bid": ("POST", "/peer/bids"),
@@ -158,7 +158,7 @@ def _surely_not_delivered(exc: requests.RequestException) -> bool:
 
 # PeerTransport action -> the node's Grenache RPC action (``http/rpc.py``)
 RPC_ACTIONS = {
-    "identify": "health",
+    "identify": "peerIdentify",
     "announce": "peerAnnounce",
     "gossip": "peerGossip",
     "bid": "peerBid",
