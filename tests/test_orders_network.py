@@ -98,26 +98,30 @@ def quiet(health: dict) -> bool:
     return not (orders["queued"] or orders["busy"] or health["publisher"]["pending"])
 
 
-def snapshot(net: Net, procs: list[Proc]) -> dict[str, Any] | None:
-    """Every node's trades and open book if all are quiet, agree, verify and nothing crosses."""
-    if not all(quiet(net.get(p, "/health")) for p in procs):
-        return None
+def snapshot(net: Net, procs: list[Proc]) -> tuple[dict[str, Any] | None, str]:
+    """Every node's trades and open book if all are quiet, agree, verify and nothing crosses;
+    else None and what is not so yet (for the message of a settle that times out)."""
+    healths = {p.url: net.get(p, "/health") for p in procs}
+    busy = [(url, h["orders"], h["publisher"]) for url, h in healths.items() if not quiet(h)]
+    if busy:
+        return None, f"not quiet: {busy}"
     trades = [net.get(p, "/trades")["trades"] for p in procs]
     if any(t != trades[0] for t in trades):
-        return None
+        return None, f"trades differ: {[len(t) for t in trades]} per node"
     books = [
         sorted((o["id"], o["seq"]) for o in net.get(p, "/offers?status=open")["offers"])
         for p in procs
     ]
     if any(b != books[0] for b in books):
-        return None
+        every = set().union(*map(set, books))
+        return None, f"books differ: {[sorted(every - set(b)) for b in books]} missing per node"
     open_offers = net.get(procs[0], "/offers?status=open")["offers"]
-    if crossed_pairs(open_offers):
-        return None
+    if crossed := crossed_pairs(open_offers):
+        return None, f"crossed: {crossed}"
     reports = [net.get(p, "/ledger/verify") for p in procs]
     if not all(r["ok"] for r in reports):
-        return None
-    return {"trades": trades[0], "open": open_offers, "verify": reports}
+        return None, f"ledger does not verify: {reports}"
+    return {"trades": trades[0], "open": open_offers, "verify": reports}, "settled"
 
 
 def settle(net: Net, procs: list[Proc] | None = None, timeout: float = 30.0) -> dict[str, Any]:
@@ -131,12 +135,12 @@ def settle(net: Net, procs: list[Proc] | None = None, timeout: float = 30.0) -> 
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        state = snapshot(net, procs)
+        state, why = snapshot(net, procs)
         if state is not None and state == last:  # the same twice: not a passing moment
             return state
         last = state
         if time.monotonic() > deadline:
-            raise AssertionError(f"network did not settle within {timeout}s")
+            raise AssertionError(f"network did not settle within {timeout}s: {why}")
         time.sleep(0.2)
 
 
