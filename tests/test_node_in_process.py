@@ -16,6 +16,7 @@ from node_helpers import trade_and_replicate, wait_until
 from p2p_offers.cluster import free_ports
 from p2p_offers.node.config import NodeConfig
 from p2p_offers.node.http.app import create_app
+from p2p_offers.node.network.transport import NotDelivered
 from p2p_offers.node.runtime import Node
 
 
@@ -203,3 +204,36 @@ def test_my_account_trades_filters_and_a_bid_at_the_price_seen(pair) -> None:
         "value_usd": "23684.56821",
     }
     assert acc_b["exposure"]["buy"] == {"count": 0, "amount_btc": "0.00000000", "value_usd": "0.00"}
+
+
+def test_a_close_whose_sends_died_with_its_owner_reaches_peers_after_a_restart(pair) -> None:
+    """b misses a's cancel (every call to b lost), then a restarts: its DHT put was done, so
+    nothing republishes the close; only a's gossip digest (made from its index, which a
+    restart now fills with the closes not yet expired) can tell b, which still lists the
+    open version. Before, b kept listing it until it expired (CI: a node killed mid-run)."""
+    (a, b), (ca, cb), transport = pair
+    offer = ca.post("/offers", json={"side": "sell", "price_usd": "30000", "amount_btc": "1"}).json
+    wait_until(lambda: b.index.get(offer["id"]), 10, "a's offer on b")
+    to_b = f"127.0.0.1:{b.config.port}"
+
+    def lost(address: str, action: str, payload: Any) -> None:
+        if address == to_b:
+            raise NotDelivered("cut")
+
+    transport.intercept = lost
+    assert ca.delete(f"/offers/{offer['id']}").status_code == 200
+    a.stop()
+    again = Node(a.config, dht=a.dht, transport=transport)
+    transport.add(f"127.0.0.1:{a.config.port}", create_app(a.config, again))
+    try:
+        again.start()
+        transport.intercept = None
+        held = wait_until(
+            lambda: (h := b.index.get(offer["id"])) is not None and h.signed.seq == 2 and h,
+            10,
+            "the cancel on b",
+        )
+        assert held.signed.offer.status == "cancelled"
+        assert offer["id"] not in {o["id"] for o in cb.get("/offers?status=open").json["offers"]}
+    finally:
+        again.stop()

@@ -51,9 +51,12 @@ def test_the_schema_is_migrated_to_the_current_version(upgraded) -> None:
     assert node.db.version() == schema.VERSION
     db = sqlite3.connect(data / "node.sqlite3")
     columns = {r[1] for r in db.execute("PRAGMA table_info(orders)")}
-    db.close()
     assert "doc" not in columns and {"state", "side", "price", "amount", "tif"} <= columns
     assert v0_rows("PRAGMA user_version") == [(0,)]  # the fixture itself is untouched
+    # v5: each own offer's expiry, from its newest version
+    expiry = dict(db.execute("SELECT id, expires FROM own_offers"))
+    db.close()
+    assert expiry and all(expiry[i] == node.maker.own(i).offer.expires for i in expiry)
 
 
 def test_the_key_and_every_own_offer_version_survive(upgraded) -> None:

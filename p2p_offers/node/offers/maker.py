@@ -107,14 +107,18 @@ class OfferService:
         """After a restart: manage our open offers again and republish what is not out yet.
 
         An offer that expired while we were down stays expired: peers dropped it,
-        and bringing it back would trade on terms its owner let lapse.
+        and bringing it back would trade on terms its owner let lapse. The closes
+        that have not expired go back into the index too, as they were before the
+        restart: gossip digests are made from it, and a close whose sends died with
+        the process (put in the DHT, so not republished) reaches a peer still
+        holding the open version only when our digest shows the higher seq.
         """
         now = self.clock()
         heads = [r for r in self.own_offers.open_heads() if r.latest.signed.offer.expires > now]
         with self._guard:
             for row in heads:
                 self._remember(row.latest)
-        for row in heads:
+        for row in heads + self.own_offers.closed_alive(now):
             self.index.apply(row.latest.signed)
         rows = self.own_offers.unpublished() + heads
         for row in rows:

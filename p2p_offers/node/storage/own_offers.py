@@ -47,12 +47,13 @@ class OwnOffers:
 
     def save(self, tx: Tx, versions: Iterable[OwnVersion]) -> None:
         for v in versions:
-            signed = v.signed
+            signed, offer = v.signed, v.signed.offer
             tx.execute(
-                "INSERT INTO own_offers (id, root, seq, status, ttl_ms) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "seq = excluded.seq, status = excluded.status, ttl_ms = excluded.ttl_ms",
-                (signed.id, v.root, signed.seq, signed.offer.status, v.ttl_ms),
+                "INSERT INTO own_offers (id, root, seq, status, ttl_ms, expires) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "seq = excluded.seq, status = excluded.status, ttl_ms = excluded.ttl_ms, "
+                "expires = excluded.expires",
+                (signed.id, v.root, signed.seq, offer.status, v.ttl_ms, offer.expires),
             )
             tx.execute(
                 "INSERT INTO own_versions (id, seq, record) VALUES (?, ?, ?)",
@@ -71,6 +72,12 @@ class OwnOffers:
     def open_heads(self) -> list[OwnRow]:
         """Every chain's open head: what a restarted node manages and republishes."""
         return [_own_row(r) for r in self.db.rows(_HEAD + " WHERE o.status = ?", (OPEN,))]
+
+    def closed_alive(self, now_ms: int) -> list[OwnRow]:
+        """Records we closed (filled, cancelled) whose newest version has not expired: the
+        closes a peer may still need to hear of from us."""
+        rows = self.db.rows(_HEAD + " WHERE o.expires > ? AND o.status != ?", (now_ms, OPEN))
+        return [_own_row(r) for r in rows]
 
     def unpublished(self) -> list[OwnRow]:
         rows = self.db.rows(_HEAD + " WHERE o.published_seq < o.seq")

@@ -11,7 +11,9 @@ and bids in doubt), with the indexes that read an offer's fills. Version 3
 adds ``manual_bids``: bids on manual offers, on both sides (the owner's pending
 bids to accept or reject, and the taker's bids waiting for that decision).
 Version 4 adds ``envelope_marks``: the last gossip envelope time accepted per
-sender, so that replay protection survives a restart.
+sender, so that replay protection survives a restart. Version 5 adds
+``own_offers.expires`` (the newest version's expiry, indexed), so that a restarted
+node finds its recently closed offers without reading every record it ever signed.
 
 A fresh file is created at the current version; an older one is migrated in
 one transaction, so a crash mid-way leaves it as it was.
@@ -23,7 +25,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-VERSION = 4
+VERSION = 5
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS own_offers (
@@ -160,6 +162,11 @@ CREATE TABLE IF NOT EXISTS envelope_marks (
 ) WITHOUT ROWID;
 """
 
+V5 = """
+ALTER TABLE own_offers ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;  -- ms, newest version's
+CREATE INDEX IF NOT EXISTS own_offers_expires ON own_offers (expires);
+"""
+
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring ``db`` to ``VERSION``: create a fresh one, or run each migration still due."""
@@ -241,9 +248,22 @@ def _v3_to_v4(db: sqlite3.Connection) -> None:
     _run(db, V4)
 
 
+def _v4_to_v5(db: sqlite3.Connection) -> None:
+    """Each own offer's expiry, from the newest version's signed document."""
+    _run(db, V5)
+    rows = db.execute(
+        "SELECT o.id, v.record FROM own_offers o "
+        "JOIN own_versions v ON v.id = o.id AND v.seq = o.seq"
+    ).fetchall()
+    for offer_id, record in rows:
+        expires = json.loads(json.loads(record)["v"])["expires"]
+        db.execute("UPDATE own_offers SET expires = ? WHERE id = ?", (expires, offer_id))
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v0_to_v1,
     _v1_to_v2,
     _v2_to_v3,
     _v3_to_v4,
+    _v4_to_v5,
 ]
